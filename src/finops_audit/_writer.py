@@ -1,0 +1,592 @@
+"""The background writer: a bounded hand-off, batching, flush, shutdown, lifecycle.
+
+Shape (see the README's design section for the measurements behind it)::
+
+    tool call ──submit(tuple)──► deque (bounded) ──► writer task ──► store.write_batch
+       any thread, ~0.1 µs        wake only when a      on its own       (aiosqlite,
+       no lock, no loop needed    batch is full         event loop       one transaction
+                                                        thread           per batch)
+
+* The hand-off is ``deque.append``: thread-safe under the GIL, 11 ns, and needs
+  no event loop in the calling thread (mcp 2.x and fastmcp run sync tools in
+  worker threads without one). ``asyncio.Queue`` is not thread-safe and
+  ``call_soon_threadsafe`` costs about 1 µs, so the writer is woken only when
+  a batch is full, a flush is requested, or the flush interval expires.
+* The writer task runs on a private event loop in a daemon thread, so it is
+  served even by programs that have no loop, and it is not among the tasks a
+  host's ``asyncio.run`` cancels at shutdown. If it is cancelled anyway it
+  still writes what it holds before it ends.
+* ``flush()`` appends a marker and waits for the writer to reach it: FIFO order
+  makes that "everything accepted before the call is committed".
+* Shutdown drains everything: ``close()``, and a hook that runs when the
+  interpreter exits, before threads are joined (aiosqlite's connection thread
+  is not a daemon, and Python 3.12 cannot start threads in ``atexit``).
+* After ``os.fork()`` the child gets a fresh, unstarted writer; entries the
+  parent had queued stay the parent's to write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ._encoding import RowFormatter
+from .config import AuditSettings
+from .exceptions import (
+    AuditClosedError,
+    AuditQueueFullError,
+    AuditStorageError,
+    AuditTimeoutError,
+)
+from .storage.base import AuditStore, Row
+
+__all__ = ["AuditStats", "AuditWriter", "Entry"]
+
+logger = logging.getLogger("finops_audit")
+
+T = TypeVar("T")
+
+#: What a decorator hands over: (tool_name, start wall-clock ns, duration ns,
+#: parameters as JSON bytes, status value, error message or None).
+Entry = tuple[str, int, int, bytes, str, "str | None"]
+
+_WARN_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class AuditStats:
+    """A health view of one service's writer.
+
+    ``accepted`` counts entries taken into the queue (``written + pending +
+    lost``); ``dropped`` counts entries refused because the queue was full or
+    the service closed; ``lost`` counts accepted entries that could not be
+    written before ``close()`` gave up. ``last_error`` is the latest database
+    fault, ``None`` once a write succeeds again.
+    """
+
+    accepted: int
+    written: int
+    pending: int
+    dropped: int
+    lost: int
+    failed_writes: int
+    last_error: str | None
+    running: bool
+    closed: bool
+
+
+class _FlushMarker:
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class AuditWriter:
+    """Owns the queue and the writer thread of one :class:`~finops_audit.AuditService`."""
+
+    def __init__(self, store_factory: Callable[[], AuditStore], settings: AuditSettings) -> None:
+        self._store_factory = store_factory
+        self._settings = settings
+        self._max = settings.queue_size
+        self._batch = settings.batch_size
+        self._interval = settings.flush_interval
+        self._policy = settings.overflow_policy
+        self._init_runtime()
+        self._closed = False
+        _track(self)
+
+    def _init_runtime(self) -> None:
+        # Everything a forked child must not inherit lives here.
+        self._queue: deque[Entry | _FlushMarker] = deque()
+        self._lock = threading.Lock()
+        self._room = threading.Event()
+        self._store: AuditStore = self._store_factory()
+        self._formatter = RowFormatter(self._settings.max_param_bytes)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._running = False
+        self._stopping = False
+        self._wake_sent = False
+        self._inflight = 0
+        self._written = 0
+        self._dropped = 0
+        self._lost = 0
+        self._failed_writes = 0
+        self._last_error: str | None = None
+        self._last_drop_warning = 0.0
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ producers
+
+    def submit(self, entry: Entry) -> None:
+        """Hand one entry over; the caller's whole cost. Never raises, except
+        :class:`AuditQueueFullError` under the ``raise`` policy."""
+        q = self._queue
+        if self._running and len(q) < self._max:
+            q.append(entry)
+            if len(q) >= self._batch and not self._wake_sent:
+                self._wake()
+            return
+        self._submit_slow(entry)
+
+    def try_submit(self, entry: Entry) -> bool:
+        """Like :meth:`submit`, but returns ``False`` instead of blocking for room.
+
+        Async callers use it and then ``await`` :meth:`asubmit_wait`, so
+        backpressure never blocks their event loop.
+        """
+        q = self._queue
+        if self._running and len(q) < self._max:
+            q.append(entry)
+            if len(q) >= self._batch and not self._wake_sent:
+                self._wake()
+            return True
+        if self._policy == "block" and self._running and not self._closed:
+            return False
+        self._submit_slow(entry)
+        return True
+
+    async def asubmit_wait(self, entry: Entry) -> None:
+        """Wait (without blocking the loop) for room, up to ``block_timeout``, then submit."""
+        deadline = time.monotonic() + self._settings.block_timeout
+        delay = 0.0005
+        while self._running and len(self._queue) >= self._max:
+            if time.monotonic() >= deadline:
+                self._drop(1, "the queue stayed full for block_timeout")
+                return
+            self._wake()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        self.submit(entry)
+
+    def _submit_slow(self, entry: Entry) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        if not self._running:
+            if self._closed:
+                self._drop(1, "the service is closed")
+                return
+            try:
+                self.start()
+            except Exception as exc:
+                self._drop(1, f"the writer could not start: {exc}")
+                return
+            if len(self._queue) < self._max:
+                self.submit(entry)
+                return
+        if self._policy == "drop":
+            self._drop(1, "the queue is full (policy drop)")
+            return
+        if self._policy == "raise":
+            self._drop(1, "the queue is full (policy raise)")
+            raise AuditQueueFullError(
+                f"audit queue is full ({self._max} entries); the database is not keeping up"
+            )
+        deadline = time.monotonic() + self._settings.block_timeout
+        q = self._queue
+        while len(q) >= self._max:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._running:
+                self._drop(1, "the queue stayed full for block_timeout")
+                return
+            self._room.clear()
+            if len(q) < self._max:
+                break
+            self._wake()
+            self._room.wait(min(remaining, 0.05))
+        q.append(entry)
+
+    def _drop(self, count: int, reason: str) -> None:
+        with self._lock:
+            self._dropped += count
+            now = time.monotonic()
+            if now - self._last_drop_warning < _WARN_INTERVAL:
+                return
+            self._last_drop_warning = now
+            total = self._dropped
+        logger.warning(
+            "finops_audit dropped audit entries because %s (%d dropped so far)", reason, total
+        )
+
+    def _wake(self) -> None:
+        self._wake_sent = True
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._on_wake)
+            except RuntimeError:  # the loop has closed; nothing to wake
+                pass
+
+    def _on_wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self) -> None:
+        """Start the writer thread and open the store (once); waits for the first open."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            if self._running:
+                return
+            if self._closed:
+                raise AuditClosedError("this audit service is closed; create a new AuditService")
+            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            thread = threading.Thread(
+                target=self._thread_main, args=(ready,), name="finops-audit-writer", daemon=True
+            )
+            thread.start()
+            self._thread = thread
+            try:
+                ready.result(timeout=self._settings.busy_timeout + 5.0)
+            except concurrent.futures.TimeoutError:
+                logger.warning("audit database is slow to open; writing in the background")
+            self._running = True
+            _running.add(self)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain everything accepted, stop the writer. Safe to call twice."""
+        thread = self._begin_close()
+        if thread is None:
+            return
+        wait = self._settings.close_timeout if timeout is None else timeout
+        try:
+            self._stopped.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
+            raise AuditTimeoutError(
+                f"audit writer did not drain within {wait}s; "
+                f"{len(self._queue) + self._inflight} entries were still pending"
+            ) from None
+        thread.join(timeout=wait)
+        self._finish_close()
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` for async code: awaits the drain without blocking the loop."""
+        thread = self._begin_close()
+        if thread is None:
+            return
+        wait = self._settings.close_timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self._stopped), wait)
+        except asyncio.TimeoutError:
+            raise AuditTimeoutError(
+                f"audit writer did not drain within {wait}s; "
+                f"{len(self._queue) + self._inflight} entries were still pending"
+            ) from None
+        self._finish_close()
+
+    def _begin_close(self) -> threading.Thread | None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            thread = self._thread if self._running else None
+            if thread is not None and first:
+                self._stopping = True
+        if thread is None:
+            if self._queue:  # accepted by nobody's writer: count, never silently
+                self._drop(sum(1 for e in self._queue if type(e) is tuple), "the service closed")
+                self._queue.clear()
+            return None
+        self._wake()
+        return thread
+
+    def _finish_close(self) -> None:
+        _running.discard(self)
+        stranded = [e for e in self._queue if type(e) is tuple]
+        self._queue.clear()
+        if stranded:
+            self._drop(len(stranded), "they arrived while the service was closing")
+        if self._lost:
+            raise AuditStorageError(
+                f"{self._lost} audit entries could not be written to {self._store.describe()}: "
+                f"{self._last_error}"
+            )
+
+    def _after_fork(self) -> None:
+        # Called in a forked child: the writer thread and the store's
+        # connections belong to the parent. Start over, unstarted.
+        _orphans.append(self._store)
+        closed = self._closed
+        self._init_runtime()
+        self._closed = closed
+
+    # ------------------------------------------------------------------ flush & query
+
+    def flush(self, timeout: float | None = None) -> None:
+        marker = self._flush_marker()
+        if marker is None:
+            return
+        try:
+            marker.future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise AuditTimeoutError(self._flush_timeout_message(timeout)) from None
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        marker = self._flush_marker()
+        if marker is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(marker.future), timeout)
+        except asyncio.TimeoutError:
+            raise AuditTimeoutError(self._flush_timeout_message(timeout)) from None
+
+    def _flush_timeout_message(self, timeout: float | None) -> str:
+        return (
+            f"audit flush did not complete within {timeout}s "
+            f"({len(self._queue) + self._inflight} pending; last error: {self._last_error})"
+        )
+
+    def _flush_marker(self) -> _FlushMarker | None:
+        if self._closed:
+            raise AuditClosedError("this audit service is closed; create a new AuditService")
+        if not self._running:
+            if not self._queue:
+                return None
+            self.start()
+        marker = _FlushMarker()
+        self._queue.append(marker)
+        self._wake()
+        return marker
+
+    def run(
+        self, make: Callable[[AuditStore], Coroutine[Any, Any, T]], timeout: float | None = None
+    ) -> T:
+        """Run ``make(store)`` on the writer's loop and wait for its result."""
+        return self._submit_coro(make).result(timeout)
+
+    async def arun(self, make: Callable[[AuditStore], Coroutine[Any, Any, T]]) -> T:
+        return await asyncio.wrap_future(self._submit_coro(make))
+
+    def _submit_coro(
+        self, make: Callable[[AuditStore], Coroutine[Any, Any, T]]
+    ) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise AuditClosedError("this audit service is closed; create a new AuditService")
+        self.start()
+        loop = self._loop
+        assert loop is not None
+        return asyncio.run_coroutine_threadsafe(make(self._store), loop)
+
+    def stats(self) -> AuditStats:
+        pending = sum(1 for e in list(self._queue) if type(e) is tuple) + self._inflight
+        return AuditStats(
+            accepted=self._written + pending + self._lost,
+            written=self._written,
+            pending=pending,
+            dropped=self._dropped,
+            lost=self._lost,
+            failed_writes=self._failed_writes,
+            last_error=self._last_error,
+            running=self._running,
+            closed=self._closed,
+        )
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main(ready))
+        except BaseException:  # pragma: no cover - _main handles its own errors
+            logger.exception("finops_audit writer stopped unexpectedly")
+        finally:
+            self._running = False
+            self._loop = None
+            loop.close()
+            if not self._stopped.done():
+                self._stopped.set_result(None)
+
+    async def _main(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            try:
+                await self._store.open()
+            except Exception as exc:
+                self._record_error(exc)
+            finally:
+                ready.set_result(None)
+            await self._run()
+        except asyncio.CancelledError:
+            # Someone cancelled the writer task: write what it holds, then end.
+            self._stopping = True
+            await self._drain()
+            raise
+        finally:
+            self._running = False
+            await self._drain()  # entries that raced with the stop
+            try:
+                await self._store.close()
+            except Exception:
+                logger.debug("closing the audit store", exc_info=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._sleep()
+            await self._drain()
+            if self._stopping and not self._queue:
+                return
+
+    async def _sleep(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        self._wake_sent = False
+        # Re-check after re-arming: a producer that saw the old flag did not wake us.
+        if self._stopping or len(self._queue) >= self._batch or self._has_marker():
+            self._waiter = None
+            return
+        handle = loop.call_later(self._interval, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    def _has_marker(self) -> bool:
+        q = self._queue
+        return bool(q) and type(q[-1]) is _FlushMarker
+
+    async def _drain(self) -> None:
+        q = self._queue
+        batch = self._batch
+        convert = self._convert
+        while q:
+            rows: list[Row] = []
+            markers: list[_FlushMarker] = []
+            while q and len(rows) < batch:
+                item = q.popleft()
+                if type(item) is tuple:
+                    rows.append(convert(item))
+                else:
+                    markers.append(item)  # type: ignore[arg-type]
+                    break
+            self._inflight = len(rows)
+            if not self._room.is_set():
+                self._room.set()
+            if rows:
+                await self._write(rows)
+            self._inflight = 0
+            for marker in markers:
+                if not marker.future.done():
+                    marker.future.set_result(None)
+
+    def _convert(self, entry: Entry) -> Row:
+        fmt = self._formatter
+        tool, wall_ns, duration_ns, params, status, error = entry
+        return (
+            fmt.timestamp(wall_ns),
+            tool,
+            fmt.parameters(params),
+            status,
+            error,
+            duration_ns / 1_000_000,
+        )
+
+    async def _write(self, rows: list[Row]) -> None:
+        delay = 0.01
+        give_up_at: float | None = None
+        while True:
+            try:
+                await self._store.write_batch(rows)
+            except Exception as exc:
+                self._record_error(exc)
+                if self._stopping:
+                    now = time.monotonic()
+                    if give_up_at is None:
+                        give_up_at = now + self._settings.close_timeout * 0.9
+                    if now >= give_up_at:
+                        self._lost += len(rows)
+                        logger.error(
+                            "finops_audit gave up writing %d audit entries to %s at shutdown: %s",
+                            len(rows),
+                            self._store.describe(),
+                            self._last_error,
+                        )
+                        return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self._written += len(rows)
+            if self._last_error is not None:
+                logger.warning(
+                    "finops_audit is writing to %s again after: %s",
+                    self._store.describe(),
+                    self._last_error,
+                )
+                self._last_error = None
+            return
+
+    def _record_error(self, exc: BaseException) -> None:
+        self._failed_writes += 1
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._last_error:
+            logger.warning(
+                "finops_audit cannot write to %s (%s); entries are kept and retried",
+                self._store.describe(),
+                message,
+            )
+        self._last_error = message
+
+
+# ---------------------------------------------------------------------- process hooks
+
+_all_writers: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
+_running: set[AuditWriter] = set()
+_orphans: list[AuditStore] = []
+
+
+def _track(writer: AuditWriter) -> None:
+    _all_writers.add(writer)
+
+
+def _close_all_at_exit() -> None:
+    """Drain every running writer before the interpreter joins threads."""
+    for writer in list(_running):
+        try:
+            writer.close()
+        except Exception as exc:
+            logger.error("finops_audit could not drain at exit: %s", exc)
+
+
+def _after_fork_in_child() -> None:
+    _running.clear()
+    for writer in list(_all_writers):
+        writer._after_fork()
+
+
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    # Runs before non-daemon threads (aiosqlite's) are joined, when starting
+    # threads is still allowed on every supported Python.
+    _register(_close_all_at_exit)
+else:  # pragma: no cover - every CPython 3.10-3.13 has it
+    import atexit
+
+    atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

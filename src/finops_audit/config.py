@@ -1,0 +1,131 @@
+"""Every knob of finops_audit, declared once: name, environment variable, default, bounds.
+
+:class:`AuditSettings` reads ``AUDIT_*`` environment variables (pydantic-settings);
+explicit arguments win over the environment. :func:`load_settings` turns
+pydantic's validation error into an :class:`~finops_audit.AuditConfigError`
+whose message names the variable and the accepted values, so a typo in a
+server's environment fails at start-up, not at the thousandth call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .exceptions import AuditConfigError
+
+__all__ = ["ENV_PREFIX", "AuditSettings", "OverflowPolicy", "SynchronousMode", "load_settings"]
+
+ENV_PREFIX = "AUDIT_"
+
+SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+OverflowPolicy = Literal["block", "drop", "raise"]
+
+
+class AuditSettings(BaseSettings):
+    """All settings, each also an ``AUDIT_<NAME>`` environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    db_path: Path = Field(
+        default=Path("audit_logs.db"),
+        description="SQLite file of the trail; missing parent folders are created.",
+    )
+    logging_enabled: bool = Field(
+        default=True,
+        description="false makes the decorators return the tool itself: zero overhead.",
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Rows per SQLite transaction at most."
+    )
+    flush_interval: float = Field(
+        default=0.05,
+        gt=0,
+        le=60,
+        description="Seconds the writer waits before writing a partial batch.",
+    )
+    queue_size: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="Entries held in memory at most."
+    )
+    synchronous: SynchronousMode = Field(
+        default="FULL", description="SQLite PRAGMA synchronous for the writer connection."
+    )
+    overflow_policy: OverflowPolicy = Field(
+        default="block",
+        description="When the queue is full: block (wait up to block_timeout, then drop), "
+        "drop, or raise AuditQueueFullError.",
+    )
+    block_timeout: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Seconds a caller waits for room under the block policy before dropping.",
+    )
+    busy_timeout: float = Field(
+        default=5.0, ge=0, le=3600, description="Seconds SQLite waits for another writer's lock."
+    )
+    close_timeout: float = Field(
+        default=30.0, gt=0, le=3600, description="Seconds close() waits for the drain."
+    )
+    max_param_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        le=256 * 1024 * 1024,
+        description="Largest encoded parameters stored whole; larger ones are truncated "
+        "with an explicit marker.",
+    )
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("overflow_policy", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _batch_fits_queue(self) -> AuditSettings:
+        if self.batch_size > self.queue_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must not exceed queue_size ({self.queue_size})"
+            )
+        return self
+
+
+def load_settings(**overrides: Any) -> AuditSettings:
+    """Build settings from explicit ``overrides`` (non-None) over the environment.
+
+    Raises :class:`AuditConfigError` naming the argument or ``AUDIT_*`` variable.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return AuditSettings(**given)
+    except ValidationError as exc:
+        raise AuditConfigError(_describe(exc, given)) from None
+
+
+def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc", ())
+        field = str(loc[0]) if loc else ""
+        if field in AuditSettings.model_fields:
+            where = f"argument {field}=" if field in given else f"{ENV_PREFIX}{field.upper()}="
+            shown = f"{where}{err.get('input')!r}"
+        elif field:
+            shown = f"unknown setting {field!r}"
+        else:
+            shown = "settings"
+        parts.append(f"{shown} is invalid: {err['msg']}")
+    return "; ".join(parts)

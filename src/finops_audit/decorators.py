@@ -1,0 +1,223 @@
+"""``@audit_tool`` and ``@audit_tool_sync``: capture, time, hand off; nothing else.
+
+Everything that can be decided is decided at decoration time: whether auditing
+is on (off returns the function itself), the recorded name, how arguments are
+named and encoded, which service receives the entry. The per-call path is two
+clocks, one ``orjson.dumps`` of the arguments, a tuple and one ``deque.append``.
+
+Put the MCP server's decorator outermost::
+
+    @server.tool()
+    @audit_tool
+    async def check_tag_compliance(...): ...
+
+``@server.tool()`` registers and returns the function it is given; in the
+other order the server registers the bare, unaudited function.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from ._encoding import describe_exception, make_param_snapshot
+from ._writer import AuditWriter, Entry
+from .config import load_settings
+from .exceptions import AuditQueueFullError
+from .service import get_default_service
+
+if TYPE_CHECKING:
+    from .service import AuditService
+
+__all__ = ["audit_tool", "audit_tool_sync"]
+
+logger = logging.getLogger("finops_audit")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SUCCESS = "SUCCESS"
+_FAILURE = "FAILURE"
+_internal_errors = 0
+
+
+def _default_writer() -> AuditWriter:
+    return get_default_service()._writer
+
+
+def _prepare(
+    fn: Callable[..., Any], name: str | None, service: AuditService | None
+) -> tuple[bool, str, Callable[[], AuditWriter]]:
+    settings = service.settings if service is not None else load_settings()
+    tool_name = name if name is not None else getattr(fn, "__name__", None) or repr(fn)
+    if not isinstance(tool_name, str) or not tool_name:
+        raise TypeError(f"name must be a non-empty string, not {name!r}")
+    if service is not None:
+        writer = service._writer
+
+        def get_writer() -> AuditWriter:
+            return writer
+
+    else:
+        get_writer = _default_writer
+    return settings.logging_enabled, tool_name, get_writer
+
+
+def _audit_failed(exc: BaseException) -> None:
+    # A bug or fault in the audit layer must never reach the tool: count, log once.
+    global _internal_errors
+    _internal_errors += 1
+    if _internal_errors == 1:
+        logger.error("finops_audit could not record a tool call: %r", exc, exc_info=exc)
+
+
+@overload
+def audit_tool(
+    fn: Callable[P, Coroutine[Any, Any, R]], /
+) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+
+@overload
+def audit_tool(
+    *, name: str | None = None, service: AuditService | None = None
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]: ...
+
+
+def audit_tool(
+    fn: Callable[P, Coroutine[Any, Any, R]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    service: AuditService | None = None,
+) -> Any:
+    """Record every call of an ``async def`` tool in the audit trail.
+
+    Use bare (``@audit_tool``) or with options: ``name`` is the recorded tool
+    name (default: the function's ``__name__``), ``service`` the
+    :class:`~finops_audit.AuditService` that receives entries (default: the
+    process's default service). The tool's result and exceptions pass through
+    untouched; a failure (including cancellation) is recorded as FAILURE.
+    """
+    if fn is None:
+        return functools.partial(_audit_async, name=name, service=service)
+    return _audit_async(fn, name=name, service=service)
+
+
+def _audit_async(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+    *,
+    name: str | None,
+    service: AuditService | None,
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"@audit_tool needs an `async def` function, but {fn!r} is not one; "
+            "use @audit_tool_sync for a plain `def` tool"
+        )
+    enabled, tool_name, get_writer = _prepare(fn, name, service)
+    if not enabled:
+        return fn
+    snapshot = make_param_snapshot(fn)
+    time_ns = time.time_ns
+    perf_ns = time.perf_counter_ns
+
+    async def hand_off(entry: Entry) -> None:
+        try:
+            writer = get_writer()
+            if not writer.try_submit(entry):
+                await writer.asubmit_wait(entry)
+        except AuditQueueFullError:
+            raise
+        except Exception as exc:
+            _audit_failed(exc)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        wall = time_ns()
+        params = snapshot(args, kwargs)
+        start = perf_ns()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            elapsed = perf_ns() - start
+            await hand_off((tool_name, wall, elapsed, params, _FAILURE, describe_exception(exc)))
+            raise
+        elapsed = perf_ns() - start
+        await hand_off((tool_name, wall, elapsed, params, _SUCCESS, None))
+        return result
+
+    return wrapper
+
+
+@overload
+def audit_tool_sync(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def audit_tool_sync(
+    *, name: str | None = None, service: AuditService | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def audit_tool_sync(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    service: AuditService | None = None,
+) -> Any:
+    """Record every call of a plain ``def`` tool in the audit trail.
+
+    Safe from any thread, with or without an event loop (MCP SDKs run sync
+    tools in worker threads). Options as for :func:`audit_tool`.
+    """
+    if fn is None:
+        return functools.partial(_audit_sync, name=name, service=service)
+    return _audit_sync(fn, name=name, service=service)
+
+
+def _audit_sync(
+    fn: Callable[P, R], *, name: str | None, service: AuditService | None
+) -> Callable[P, R]:
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"@audit_tool_sync needs a plain `def` function, but {fn!r} is `async def`; "
+            "use @audit_tool for coroutine functions"
+        )
+    if not callable(fn):
+        raise TypeError(f"@audit_tool_sync needs a function, not {fn!r}")
+    enabled, tool_name, get_writer = _prepare(fn, name, service)
+    if not enabled:
+        return fn
+    snapshot = make_param_snapshot(fn)
+    time_ns = time.time_ns
+    perf_ns = time.perf_counter_ns
+
+    def hand_off(entry: Entry) -> None:
+        try:
+            get_writer().submit(entry)
+        except AuditQueueFullError:
+            raise
+        except Exception as exc:
+            _audit_failed(exc)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        wall = time_ns()
+        params = snapshot(args, kwargs)
+        start = perf_ns()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            elapsed = perf_ns() - start
+            hand_off((tool_name, wall, elapsed, params, _FAILURE, describe_exception(exc)))
+            raise
+        elapsed = perf_ns() - start
+        hand_off((tool_name, wall, elapsed, params, _SUCCESS, None))
+        return result
+
+    return wrapper

@@ -1,0 +1,50 @@
+"""The exceptions finops_audit raises, under one root.
+
+Each error also subclasses the built-in a caller would catch without knowing
+this library, so ``except ValueError`` keeps working::
+
+    AuditError
+    ├── AuditConfigError       (ValueError)    a setting or argument is invalid
+    ├── AuditClosedError       (RuntimeError)  the service was closed
+    ├── AuditQueueFullError    (RuntimeError)  overflow policy "raise" refused an entry
+    ├── AuditTimeoutError      (TimeoutError)  flush/close did not finish in time
+    └── AuditStorageError      (OSError)       the database cannot be used
+
+Decorators never raise these into the tool they watch, except
+``AuditQueueFullError`` when the user chose the ``raise`` overflow policy.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditClosedError",
+    "AuditConfigError",
+    "AuditError",
+    "AuditQueueFullError",
+    "AuditStorageError",
+    "AuditTimeoutError",
+]
+
+
+class AuditError(Exception):
+    """Root of every error finops_audit raises."""
+
+
+class AuditConfigError(AuditError, ValueError):
+    """A setting or a query argument is invalid; the message names it and what is accepted."""
+
+
+class AuditClosedError(AuditError, RuntimeError):
+    """The service (or its writer) was closed; create a new one to go on."""
+
+
+class AuditQueueFullError(AuditError, RuntimeError):
+    """The writer's queue was full and the overflow policy is ``raise``."""
+
+
+class AuditTimeoutError(AuditError, TimeoutError):
+    """A flush or close did not complete within its timeout; entries stay queued."""
+
+
+class AuditStorageError(AuditError, OSError):
+    """The audit database could not be opened or written."""

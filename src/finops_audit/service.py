@@ -1,0 +1,245 @@
+"""AuditService: the user's handle on the trail: queries, flush, close, health.
+
+One service owns one writer (queue, thread, store). Decorators without
+``service=`` share the process's default service, created on first use from
+the ``AUDIT_*`` settings, so the design note's bare ``@audit_tool`` just works.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ._writer import AuditStats, AuditWriter
+from .config import AuditSettings, load_settings
+from .exceptions import AuditConfigError
+from .models import AuditLogEntry, AuditStatus
+from .storage.base import AuditStore, LogQuery
+from .storage.sqlite import SQLiteAuditStore
+
+__all__ = [
+    "MAX_LIMIT",
+    "AuditService",
+    "get_default_service",
+    "set_default_service",
+]
+
+#: Largest ``limit`` one ``get_logs`` call may ask for; page with ``offset`` beyond it.
+MAX_LIMIT = 100_000
+
+
+class AuditService:
+    """Records tool calls (through the decorators) and answers queries about them.
+
+    Explicit arguments win over ``AUDIT_*`` environment variables; ``settings``
+    replaces both. The writer starts on first use; ``close()`` (or ``with``)
+    drains it. A service left open is drained when the interpreter exits.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str] | None = None,
+        *,
+        settings: AuditSettings | None = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = load_settings(db_path=db_path, **overrides)
+        elif db_path is not None or overrides:
+            settings = settings.model_copy(
+                update={k: v for k, v in {"db_path": db_path, **overrides}.items() if v is not None}
+            )
+        self.settings = settings
+        self._writer = AuditWriter(self._make_store, settings)
+
+    def _make_store(self) -> AuditStore:
+        return SQLiteAuditStore(
+            self.settings.db_path,
+            synchronous=self.settings.synchronous,
+            busy_timeout=self.settings.busy_timeout,
+        )
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file this service writes."""
+        return Path(self.settings.db_path)
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<AuditService db_path={str(self.db_path)!r} {state}>"
+
+    # ------------------------------------------------------------------ queries
+
+    def get_logs(
+        self,
+        tool_name: str | None = None,
+        status: AuditStatus | str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditLogEntry]:
+        """Entries matching every given filter, newest first.
+
+        ``since`` and ``until`` are inclusive bounds on the call's start time
+        (aware datetimes or ISO strings; naive ones are taken as UTC). Entries
+        of calls that have already returned are always included: the call
+        flushes first (read-your-writes).
+        """
+        query = make_query(tool_name, status, since, until, limit, offset)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.query(query))
+
+    async def aget_logs(
+        self,
+        tool_name: str | None = None,
+        status: AuditStatus | str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[AuditLogEntry]:
+        """:meth:`get_logs` for async code; never blocks the event loop."""
+        query = make_query(tool_name, status, since, until, limit, offset)
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(lambda store: store.query(query))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once every entry accepted so far is committed to the database."""
+        self._writer.flush(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> None:
+        await self._writer.aflush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything accepted, then stop the writer. Safe to call twice."""
+        self._writer.close(timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        await self._writer.aclose(timeout)
+
+    def stats(self) -> AuditStats:
+        """Counters of the writer: accepted, written, pending, dropped, last error."""
+        return self._writer.stats()
+
+    def __enter__(self) -> AuditService:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> AuditService:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        writer = getattr(self, "_writer", None)
+        if writer is not None and not writer.closed and writer.stats().running:
+            warnings.warn(
+                f"{self!r} was garbage-collected without close(); its entries will be "
+                "written at interpreter exit. Use `with AuditService(...)` or close().",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
+
+def _as_datetime(name: str, value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise AuditConfigError(
+                f"{name}={value!r} is not an ISO-8601 date or time (e.g. 2026-11-28T04:00:00Z)"
+            ) from None
+    if not isinstance(value, datetime):
+        raise AuditConfigError(f"{name} must be a datetime or an ISO-8601 string, not {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def make_query(
+    tool_name: str | None,
+    status: AuditStatus | str | None,
+    since: datetime | str | None,
+    until: datetime | str | None,
+    limit: int,
+    offset: int,
+) -> LogQuery:
+    """Validate ``get_logs`` arguments; a bad one raises :class:`AuditConfigError` (a ValueError)."""
+    if tool_name is not None and not isinstance(tool_name, str):
+        raise AuditConfigError(f"tool_name must be a string, not {tool_name!r}")
+    parsed_status: AuditStatus | None = None
+    if status is not None:
+        try:
+            parsed_status = AuditStatus(status.upper() if isinstance(status, str) else status)
+        except ValueError:
+            accepted = ", ".join(s.value for s in AuditStatus)
+            raise AuditConfigError(
+                f"status={status!r} is invalid; use one of: {accepted}"
+            ) from None
+    for name, number, low in (("limit", limit, 1), ("offset", offset, 0)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise AuditConfigError(f"{name} must be an integer, not {number!r}")
+        if number < low:
+            raise AuditConfigError(f"{name}={number} must be at least {low}")
+    if limit > MAX_LIMIT:
+        raise AuditConfigError(f"limit={limit} is more than {MAX_LIMIT}; page with offset")
+    start = _as_datetime("since", since)
+    end = _as_datetime("until", until)
+    if start is not None and end is not None and start > end:
+        raise AuditConfigError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
+    return LogQuery(tool_name, parsed_status, start, end, limit, offset)
+
+
+_default: AuditService | None = None
+_default_lock = threading.Lock()
+
+
+def get_default_service() -> AuditService:
+    """The process's default service, created from ``AUDIT_*`` settings on first use."""
+    global _default
+    service = _default
+    if service is None:
+        with _default_lock:
+            service = _default
+            if service is None:
+                service = _default = AuditService()
+    return service
+
+
+def set_default_service(service: AuditService | None) -> AuditService | None:
+    """Replace the default service (``None``: create a new one on next use); returns the old one.
+
+    The old service is not closed: that is the caller's decision.
+    """
+    global _default
+    with _default_lock:
+        previous, _default = _default, service
+    return previous

@@ -1,0 +1,53 @@
+"""The store interface: what the writer and the service need from a database.
+
+The decorators never see a store; the writer hands it batches of finished rows
+and the service asks it queries. A second engine (PostgreSQL for a fleet) is a
+new class with these five coroutines, nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from ..models import AuditLogEntry, AuditStatus
+
+__all__ = ["AuditStore", "LogQuery", "Row"]
+
+#: One row as the writer stores it:
+#: (timestamp ISO text, tool_name, parameters JSON text, status, error_message, execution_time_ms)
+Row = tuple[str, str, str, str, "str | None", float]
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """A validated ``get_logs`` request (see ``AuditService.get_logs``)."""
+
+    tool_name: str | None = None
+    status: AuditStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@runtime_checkable
+class AuditStore(Protocol):
+    """A database that holds the trail. All methods run on the writer's event loop."""
+
+    async def open(self) -> None:
+        """Connect, create or upgrade the schema. Safe to call again after a failure."""
+
+    async def write_batch(self, rows: Sequence[Row]) -> None:
+        """Persist ``rows`` in one transaction: all of them or, on error, none."""
+
+    async def query(self, query: LogQuery) -> list[AuditLogEntry]:
+        """Entries matching ``query``, newest first."""
+
+    async def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    def describe(self) -> str:
+        """Where the data lives, for messages (e.g. the file path)."""
