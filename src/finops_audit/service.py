@@ -192,7 +192,7 @@ def make_query(
     limit: int,
     offset: int,
 ) -> LogQuery:
-    """Validate ``get_logs`` arguments; a bad one raises :class:`AuditConfigError` (a ValueError)."""
+    """Validate ``get_logs`` arguments; a bad one raises :class:`AuditConfigError`."""
     if tool_name is not None and not isinstance(tool_name, str):
         raise AuditConfigError(f"tool_name must be a string, not {tool_name!r}")
     parsed_status: AuditStatus | None = None
