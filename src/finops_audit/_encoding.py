@@ -238,10 +238,11 @@ class RowFormatter:
         second, rest = divmod(wall_ns, 1_000_000_000)
         if second != self._second:
             self._second = second
-            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%S"
+            self._prefix = (
+                datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "."
             )
-        return f"{self._prefix}.{rest // 1000:06d}+00:00"
+        # str() of an int is about 2.5x cheaper than "%06d" formatting.
+        return self._prefix + str(rest // 1000 + 1_000_000)[1:] + "+00:00"
 
     def parameters(self, encoded: bytes) -> str:
         if len(encoded) <= self._max_param_bytes:
@@ -250,3 +251,14 @@ class RowFormatter:
         preview = encoded[:keep].decode("utf-8", "ignore")
         marker = {TRUNCATED_KEY: True, "original_bytes": len(encoded), "preview": preview}
         return orjson.dumps(marker).decode("utf-8")
+
+    def rows(
+        self, entries: list[tuple[str, int, int, bytes, str, str | None]]
+    ) -> list[tuple[str, str, str, str, str | None, float]]:
+        """Convert a batch in one loop (the writer's main CPU cost per row)."""
+        stamp = self.timestamp
+        params = self.parameters
+        return [
+            (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
+            for tool, wall, elapsed, args, status, error in entries
+        ]

@@ -474,38 +474,25 @@ class AuditWriter:
     async def _drain(self) -> None:
         q = self._queue
         batch = self._batch
-        convert = self._convert
+        popleft = q.popleft
         while q:
-            rows: list[Row] = []
-            markers: list[_FlushMarker] = []
-            while q and len(rows) < batch:
-                item = q.popleft()
+            entries: list[Entry] = []
+            marker: _FlushMarker | None = None
+            while q and len(entries) < batch:
+                item = popleft()
                 if type(item) is tuple:
-                    rows.append(convert(item))
+                    entries.append(item)
                 else:
-                    markers.append(item)  # type: ignore[arg-type]
-                    break
-            self._inflight = len(rows)
+                    marker = item  # type: ignore[assignment]
+                    break  # commit what came before it, then release its waiter
+            self._inflight = len(entries)
             if not self._room.is_set():
                 self._room.set()
-            if rows:
-                await self._write(rows)
+            if entries:
+                await self._write(self._formatter.rows(entries))
             self._inflight = 0
-            for marker in markers:
-                if not marker.future.done():
-                    marker.future.set_result(None)
-
-    def _convert(self, entry: Entry) -> Row:
-        fmt = self._formatter
-        tool, wall_ns, duration_ns, params, status, error = entry
-        return (
-            fmt.timestamp(wall_ns),
-            tool,
-            fmt.parameters(params),
-            status,
-            error,
-            duration_ns / 1_000_000,
-        )
+            if marker is not None and not marker.future.done():
+                marker.future.set_result(None)
 
     async def _write(self, rows: list[Row]) -> None:
         delay = 0.01
