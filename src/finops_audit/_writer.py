@@ -39,7 +39,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._encoding import RowFormatter
+from . import _signals
+from ._encoding import RowFormatter, safe_dumps
 from .config import AuditSettings
 from .exceptions import (
     AuditClosedError,
@@ -49,7 +50,7 @@ from .exceptions import (
 )
 from .storage.base import AuditStore, Row
 
-__all__ = ["AuditStats", "AuditWriter", "Entry"]
+__all__ = ["GAP_TOOL_NAME", "AuditStats", "AuditWriter", "Entry", "flush_all"]
 
 logger = logging.getLogger("finops_audit")
 
@@ -60,6 +61,9 @@ T = TypeVar("T")
 Entry = tuple[str, int, int, bytes, str, "str | None"]
 
 _WARN_INTERVAL = 10.0
+
+#: ``tool_name`` of the rows that mark a gap: entries that were dropped.
+GAP_TOOL_NAME = "__audit_gap__"
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class AuditWriter:
         self._failed_writes = 0
         self._last_error: str | None = None
         self._last_drop_warning = 0.0
+        self._gap: list[Any] | None = None  # [count, first_ns, last_ns, reason]
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ producers
@@ -214,8 +219,16 @@ class AuditWriter:
         q.append(entry)
 
     def _drop(self, count: int, reason: str) -> None:
+        wall = time.time_ns()
         with self._lock:
             self._dropped += count
+            gap = self._gap
+            if gap is None:
+                self._gap = [count, wall, wall, reason]
+            else:
+                gap[0] += count
+                gap[2] = wall
+                gap[3] = reason
             now = time.monotonic()
             if now - self._last_drop_warning < _WARN_INTERVAL:
                 return
@@ -266,6 +279,8 @@ class AuditWriter:
                 logger.warning("audit database is slow to open; writing in the background")
             self._running = True
             _running.add(self)
+        if self._settings.handle_signals:
+            _signals.install(flush_all)
 
     def close(self, timeout: float | None = None) -> None:
         """Drain everything accepted, stop the writer. Safe to call twice."""
@@ -472,6 +487,8 @@ class AuditWriter:
         return bool(q) and type(q[-1]) is _FlushMarker
 
     async def _drain(self) -> None:
+        if self._gap is not None:
+            await self._write_gap()
         q = self._queue
         batch = self._batch
         popleft = q.popleft
@@ -494,7 +511,32 @@ class AuditWriter:
             if marker is not None and not marker.future.done():
                 marker.future.set_result(None)
 
-    async def _write(self, rows: list[Row]) -> None:
+    async def _write_gap(self) -> None:
+        with self._lock:
+            gap, self._gap = self._gap, None
+        if gap is None:
+            return
+        count, first_ns, last_ns, reason = gap
+        fmt = self._formatter
+        first, last = fmt.timestamp(first_ns), fmt.timestamp(last_ns)
+        params = {
+            "dropped": count,
+            "first_dropped_at": first,
+            "last_dropped_at": last,
+            "reason": reason,
+        }
+        row: Row = (
+            first,
+            GAP_TOOL_NAME,
+            fmt.parameters(safe_dumps(params)),
+            "FAILURE",
+            f"AuditGap: {count} audit entries were dropped between {first} and {last} "
+            f"because {reason}",
+            (last_ns - first_ns) / 1_000_000,
+        )
+        await self._write([row], count_written=False)
+
+    async def _write(self, rows: list[Row], *, count_written: bool = True) -> None:
         delay = 0.01
         give_up_at: float | None = None
         while True:
@@ -518,7 +560,8 @@ class AuditWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            self._written += len(rows)
+            if count_written:
+                self._written += len(rows)
             if self._last_error is not None:
                 logger.warning(
                     "finops_audit is writing to %s again after: %s",
@@ -558,6 +601,24 @@ def _close_all_at_exit() -> None:
             writer.close()
         except Exception as exc:
             logger.error("finops_audit could not drain at exit: %s", exc)
+
+
+def flush_all(timeout: float) -> None:
+    """Flush every running writer of this process, all within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    markers = []
+    for writer in list(_running):
+        if writer._running and not writer._closed:
+            marker = _FlushMarker()
+            writer._queue.append(marker)
+            writer._wake()
+            markers.append(marker)
+    for marker in markers:
+        try:
+            marker.future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            logger.error("finops_audit could not flush within %.1fs", timeout)
+            return
 
 
 def _after_fork_in_child() -> None:

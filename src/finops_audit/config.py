@@ -74,7 +74,11 @@ class AuditSettings(BaseSettings):
         default=5.0, ge=0, le=3600, description="Seconds SQLite waits for another writer's lock."
     )
     close_timeout: float = Field(
-        default=30.0, gt=0, le=3600, description="Seconds close() waits for the drain."
+        default=10.0, gt=0, le=3600, description="Seconds close() waits for the drain."
+    )
+    handle_signals: bool = Field(
+        default=True,
+        description="Flush on SIGTERM/SIGINT before the process's own handling goes on.",
     )
     max_param_bytes: int = Field(
         default=64 * 1024,

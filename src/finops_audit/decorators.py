@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from . import _signals
 from ._encoding import describe_exception, make_param_snapshot
-from ._writer import AuditWriter, Entry
+from ._writer import AuditWriter, Entry, flush_all
 from .config import load_settings
 from .exceptions import AuditQueueFullError
 from .service import get_default_service
@@ -53,6 +54,8 @@ def _prepare(
     fn: Callable[..., Any], name: str | None, service: AuditService | None
 ) -> tuple[bool, str, Callable[[], AuditWriter]]:
     settings = service.settings if service is not None else load_settings()
+    if settings.logging_enabled and settings.handle_signals:
+        _signals.install(flush_all)  # decoration usually happens on the main thread
     tool_name = name if name is not None else getattr(fn, "__name__", None) or repr(fn)
     if not isinstance(tool_name, str) or not tool_name:
         raise TypeError(f"name must be a non-empty string, not {name!r}")

@@ -93,6 +93,7 @@ class SQLiteAuditStore:
         self._busy_ms = int(busy_timeout * 1000)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._identity: tuple[int, int] | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -131,8 +132,21 @@ class SQLiteAuditStore:
             await conn.close()
             raise AuditStorageError(f"cannot prepare audit database {self.path}: {exc}") from exc
         self._writer = conn
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
 
     async def write_batch(self, rows: Sequence[Row]) -> None:
+        # A connection to a file that was deleted or replaced would go on
+        # "succeeding" into an unlinked inode: check (one stat) and reopen.
+        if self._writer is not None and self._file_identity() != self._identity:
+            logger.warning("audit database %s was removed or replaced; reopening it", self.path)
+            await self._drop_writer()
         if self._writer is None:
             await self.open()
         conn = self._writer
@@ -141,19 +155,24 @@ class SQLiteAuditStore:
             await conn.executemany(_INSERT, rows)
             await conn.commit()
         except BaseException:
-            try:
-                await conn.rollback()
-            except Exception:  # the connection itself may be gone; reopen next time
-                await self._drop_writer()
+            # Start the retry from a fresh connection: a read-only or vanished
+            # file, or a full disk, can leave this one unusable.
+            await self._drop_writer(rollback=True)
             raise
 
-    async def _drop_writer(self) -> None:
+    async def _drop_writer(self, *, rollback: bool = False) -> None:
         conn, self._writer = self._writer, None
-        if conn is not None:
+        if conn is None:
+            return
+        if rollback:
             try:
-                await conn.close()
+                await conn.rollback()
             except Exception:
-                logger.debug("closing a failed audit connection", exc_info=True)
+                logger.debug("rolling back a failed audit batch", exc_info=True)
+        try:
+            await conn.close()  # always: aiosqlite's thread would otherwise block exit
+        except Exception:
+            logger.debug("closing a failed audit connection", exc_info=True)
 
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
         sql, params = build_select(query)
