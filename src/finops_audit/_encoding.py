@@ -32,6 +32,8 @@ __all__ = [
     "describe_exception",
     "make_param_snapshot",
     "safe_dumps",
+    "slow_dumps",
+    "truncate_encoded",
 ]
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
@@ -121,7 +123,11 @@ def safe_dumps(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj, default=_orjson_default, option=_ORJSON_OPTIONS)
     except Exception:
-        pass
+        return slow_dumps(obj)
+
+
+def slow_dumps(obj: Any) -> bytes:
+    """The total fallback: cycles, deep nesting, surrogates, NaN, odd keys; never raises."""
     try:
         return json.dumps(
             _jsonable(obj, 0, set()), ensure_ascii=True, allow_nan=False, default=_safe_repr
@@ -139,13 +145,39 @@ def _is_context_annotation(annotation: Any) -> bool:
     return bool(_CONTEXT_RE.search(str(annotation)))
 
 
-def make_param_snapshot(fn: Callable[..., Any]) -> ParamSnapshot:
+def _may_hold_float(annotation: Any) -> bool:
+    if annotation is inspect.Parameter.empty:
+        return True
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return "float" in text or "Any" in text or "object" in text
+
+
+def _has_nonfinite(values: Any) -> bool:
+    for value in values:  # noqa: SIM110 - a plain loop is faster than any() on the hot path
+        # x - x is 0.0 for every finite float and NaN for NaN and the infinities.
+        if value.__class__ is float and value - value != 0.0:
+            return True
+    return False
+
+
+def truncate_encoded(encoded: bytes, max_bytes: int) -> bytes:
+    """Replace oversized encoded parameters by an explicit, bounded truncation marker."""
+    keep = max(max_bytes - 200, 64)
+    preview = encoded[:keep].decode("utf-8", "ignore")
+    return orjson.dumps({TRUNCATED_KEY: True, "original_bytes": len(encoded), "preview": preview})
+
+
+def make_param_snapshot(fn: Callable[..., Any], max_bytes: int = 1 << 62) -> ParamSnapshot:
     """Build, once, the function that records a call's arguments by parameter name.
 
     MCP SDKs call tools with keyword arguments only, so the common case is a
     single ``orjson.dumps(kwargs)``. Positional arguments are named from the
     signature; extras beyond it land under the ``*args`` parameter's name.
-    Parameters annotated as an MCP ``Context`` are left out.
+    Parameters annotated as an MCP ``Context`` are left out. Encodings larger
+    than ``max_bytes`` are replaced by a truncation marker right away, so the
+    queue's memory stays bounded. orjson writes NaN and the infinities as
+    ``null``; where a parameter may hold a float, such values at the top level
+    take the slow path and are stored as ``"nan"``, ``"inf"``, ``"-inf"``.
     """
     try:
         sig = inspect.signature(fn)
@@ -153,17 +185,19 @@ def make_param_snapshot(fn: Callable[..., Any]) -> ParamSnapshot:
         sig = None
     positional: list[str] = []
     var_positional: str | None = None
-    excluded: frozenset[str] = frozenset()
+    skip: set[str] = set()
+    check_floats = sig is None
     if sig is not None:
-        skip = set()
         for p in sig.parameters.values():
             if _is_context_annotation(p.annotation):
                 skip.add(p.name)
+            elif _may_hold_float(p.annotation):
+                check_floats = True
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 positional.append(p.name)
             elif p.kind is p.VAR_POSITIONAL:
                 var_positional = p.name
-        excluded = frozenset(skip)
+    excluded = frozenset(skip)
     names = tuple(positional)
     extra_name = var_positional or "*args"
     n_names = len(names)
@@ -175,23 +209,20 @@ def make_param_snapshot(fn: Callable[..., Any]) -> ParamSnapshot:
         params.update(kwargs)
         return params
 
-    if excluded:
-
-        def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-            params = bind(args, kwargs) if args else kwargs
-            return safe_dumps({k: v for k, v in params.items() if k not in excluded})
-
-    else:
-
-        def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def snapshot(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        params = bind(args, kwargs) if args else kwargs
+        if excluded:
+            params = {k: v for k, v in params.items() if k not in excluded}
+        if check_floats and _has_nonfinite(params.values()):
+            out = slow_dumps(params)
+        else:
             try:
-                return orjson.dumps(
-                    bind(args, kwargs) if args else kwargs,
-                    default=_orjson_default,
-                    option=_ORJSON_OPTIONS,
-                )
+                out = orjson.dumps(params, default=_orjson_default, option=_ORJSON_OPTIONS)
             except Exception:
-                return safe_dumps(bind(args, kwargs) if args else kwargs)
+                out = slow_dumps(params)
+        if len(out) > max_bytes:
+            out = truncate_encoded(out, max_bytes)
+        return out
 
     return snapshot
 
@@ -245,12 +276,9 @@ class RowFormatter:
         return self._prefix + str(rest // 1000 + 1_000_000)[1:] + "+00:00"
 
     def parameters(self, encoded: bytes) -> str:
-        if len(encoded) <= self._max_param_bytes:
-            return encoded.decode("utf-8", "backslashreplace")
-        keep = max(self._max_param_bytes - 200, 64)
-        preview = encoded[:keep].decode("utf-8", "ignore")
-        marker = {TRUNCATED_KEY: True, "original_bytes": len(encoded), "preview": preview}
-        return orjson.dumps(marker).decode("utf-8")
+        if len(encoded) > self._max_param_bytes:
+            encoded = truncate_encoded(encoded, self._max_param_bytes)
+        return encoded.decode("utf-8", "backslashreplace")
 
     def rows(
         self, entries: list[tuple[str, int, int, bytes, str, str | None]]

@@ -173,7 +173,7 @@ class AuditWriter:
         deadline = time.monotonic() + self._settings.block_timeout
         delay = 0.0005
         while self._running and len(self._queue) >= self._max:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._last_error is not None:
                 self._drop(1, "the queue stayed full for block_timeout")
                 return
             self._wake()
@@ -208,7 +208,9 @@ class AuditWriter:
         q = self._queue
         while len(q) >= self._max:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._running:
+            # Backpressure against a slow disk, yes; against a broken one it
+            # would only slow every tool down, so drop (counted) at once.
+            if remaining <= 0 or not self._running or self._last_error is not None:
                 self._drop(1, "the queue stayed full for block_timeout")
                 return
             self._room.clear()

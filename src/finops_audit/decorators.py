@@ -52,7 +52,7 @@ def _default_writer() -> AuditWriter:
 
 def _prepare(
     fn: Callable[..., Any], name: str | None, service: AuditService | None
-) -> tuple[bool, str, Callable[[], AuditWriter]]:
+) -> tuple[bool, str, Callable[[], AuditWriter], int]:
     settings = service.settings if service is not None else load_settings()
     if settings.logging_enabled and settings.handle_signals:
         _signals.install(flush_all)  # decoration usually happens on the main thread
@@ -67,7 +67,7 @@ def _prepare(
 
     else:
         get_writer = _default_writer
-    return settings.logging_enabled, tool_name, get_writer
+    return settings.logging_enabled, tool_name, get_writer, settings.max_param_bytes
 
 
 def _audit_failed(exc: BaseException) -> None:
@@ -121,10 +121,10 @@ def _audit_async(
             f"@audit_tool needs an `async def` function, but {fn!r} is not one; "
             "use @audit_tool_sync for a plain `def` tool"
         )
-    enabled, tool_name, get_writer = _prepare(fn, name, service)
+    enabled, tool_name, get_writer, max_bytes = _prepare(fn, name, service)
     if not enabled:
         return fn
-    snapshot = make_param_snapshot(fn)
+    snapshot = make_param_snapshot(fn, max_bytes)
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
 
@@ -193,10 +193,10 @@ def _audit_sync(
         )
     if not callable(fn):
         raise TypeError(f"@audit_tool_sync needs a function, not {fn!r}")
-    enabled, tool_name, get_writer = _prepare(fn, name, service)
+    enabled, tool_name, get_writer, max_bytes = _prepare(fn, name, service)
     if not enabled:
         return fn
-    snapshot = make_param_snapshot(fn)
+    snapshot = make_param_snapshot(fn, max_bytes)
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
 
