@@ -128,15 +128,18 @@ def _audit_async(
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
 
-    async def hand_off(entry: Entry) -> None:
+    def offer(entry: Entry) -> AuditWriter | None:
+        # Synchronous on purpose: creating and awaiting a coroutine per call
+        # would cost more than the hand-off itself. Returns the writer only
+        # when the caller has to wait for room (block policy, full queue).
         try:
             writer = get_writer()
-            if not writer.try_submit(entry):
-                await writer.asubmit_wait(entry)
+            return None if writer.try_submit(entry) else writer
         except AuditQueueFullError:
             raise
         except Exception as exc:
             _audit_failed(exc)
+            return None
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -146,11 +149,16 @@ def _audit_async(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            elapsed = perf_ns() - start
-            await hand_off((tool_name, wall, elapsed, params, _FAILURE, describe_exception(exc)))
+            error = describe_exception(exc)
+            entry: Entry = (tool_name, wall, perf_ns() - start, params, _FAILURE, error)
+            waiting = offer(entry)
+            if waiting is not None:
+                await waiting.asubmit_wait(entry)
             raise
-        elapsed = perf_ns() - start
-        await hand_off((tool_name, wall, elapsed, params, _SUCCESS, None))
+        entry = (tool_name, wall, perf_ns() - start, params, _SUCCESS, None)
+        waiting = offer(entry)
+        if waiting is not None:
+            await waiting.asubmit_wait(entry)
         return result
 
     return wrapper
@@ -216,11 +224,11 @@ def _audit_sync(
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            elapsed = perf_ns() - start
-            hand_off((tool_name, wall, elapsed, params, _FAILURE, describe_exception(exc)))
+            hand_off(
+                (tool_name, wall, perf_ns() - start, params, _FAILURE, describe_exception(exc))
+            )
             raise
-        elapsed = perf_ns() - start
-        hand_off((tool_name, wall, elapsed, params, _SUCCESS, None))
+        hand_off((tool_name, wall, perf_ns() - start, params, _SUCCESS, None))
         return result
 
     return wrapper
