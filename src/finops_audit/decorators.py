@@ -149,8 +149,8 @@ def _audit_async(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            error = describe_exception(exc)
-            entry: Entry = (tool_name, wall, perf_ns() - start, params, _FAILURE, error)
+            elapsed = perf_ns() - start
+            entry: Entry = (tool_name, wall, elapsed, params, _FAILURE, describe_exception(exc))
             waiting = offer(entry)
             if waiting is not None:
                 await waiting.asubmit_wait(entry)
