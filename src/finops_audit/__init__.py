@@ -11,6 +11,7 @@ AuditService().get_logs(status=AuditStatus.FAILURE)
 from importlib.metadata import PackageNotFoundError, version
 
 from ._writer import AuditStats
+from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings
 from .decorators import audit_tool, audit_tool_sync
 from .exceptions import (
@@ -41,6 +42,9 @@ __all__ = [
     "AuditStatus",
     "AuditStorageError",
     "AuditTimeoutError",
+    "ErrorGroup",
+    "TimeBucket",
+    "ToolStats",
     "__version__",
     "audit_tool",
     "audit_tool_sync",

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import statistics
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,9 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .analytics import ErrorGroup, ToolStats
 from .exceptions import AuditError
-from .models import AuditLogEntry, AuditStatus
-from .service import MAX_LIMIT, AuditService
+from .models import AuditStatus
+from .service import AuditService
 
 __all__ = ["main"]
 
@@ -99,58 +98,56 @@ def demo(db_path: Path | None, calls: int, concurrency: int) -> None:
             task = progress.add_task("calls", total=calls)
             asyncio.run(run_demo(service, calls, concurrency, lambda n: progress.advance(task, n)))
         elapsed = time.perf_counter() - t0
-        entries = _all_since(service, started)
+        tools = service.tool_stats(since=started)
+        errors = service.error_groups(limit=5, since=started)
         stats = service.stats()
-    _print_summary(console, entries, elapsed, service.db_path, stats.dropped)
-
-
-def _all_since(service: AuditService, since: datetime) -> list[AuditLogEntry]:
-    out: list[AuditLogEntry] = []
-    while True:
-        page = service.get_logs(since=since, limit=MAX_LIMIT, offset=len(out))
-        out.extend(page)
-        if len(page) < MAX_LIMIT:
-            return out
-
-
-def _print_summary(
-    console: Console, entries: list[AuditLogEntry], elapsed: float, db: Path, dropped: int
-) -> None:
-    failures = sum(e.status is AuditStatus.FAILURE for e in entries)
+    calls = sum(t.calls for t in tools)
+    failures = sum(t.failures for t in tools)
     console.print(
-        f"Recorded [bold]{len(entries):,}[/] calls ([red]{failures:,} failed[/]) in "
-        f"{elapsed:.2f} s ({len(entries) / elapsed:,.0f} calls/s), {dropped} dropped, "
-        f"in [cyan]{db}[/]"
+        f"Recorded [bold]{calls:,}[/] calls ([red]{failures:,} failed[/]) in {elapsed:.2f} s "
+        f"({calls / elapsed:,.0f} calls/s), {stats.dropped} dropped, in [cyan]{service.db_path}[/]"
     )
-    by_tool: dict[str, list[AuditLogEntry]] = defaultdict(list)
-    for entry in entries:
-        by_tool[entry.tool_name].append(entry)
-    table = Table(title="Per-tool latency (ms, from the audit trail)")
-    for column in ("tool", "calls", "failures", "p50", "p95", "max"):
-        table.add_column(column, justify="left" if column == "tool" else "right")
-    for tool, rows in sorted(by_tool.items(), key=lambda kv: -len(kv[1])):
-        times = sorted(e.execution_time_ms or 0.0 for e in rows)
-        p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-        table.add_row(
-            tool,
-            f"{len(rows):,}",
-            f"{sum(e.status is AuditStatus.FAILURE for e in rows):,}",
-            f"{statistics.median(times):.3f}",
-            f"{p95:.3f}",
-            f"{times[-1]:.3f}",
-        )
-    console.print(table)
-    errors: dict[str, int] = defaultdict(int)
-    for entry in entries:
-        if entry.error_message:
-            errors[entry.error_message] += 1
+    console.print(_tool_table(tools))
     if errors:
-        err_table = Table(title="Most frequent failures")
-        err_table.add_column("error")
-        err_table.add_column("count", justify="right")
-        for message, count in sorted(errors.items(), key=lambda kv: -kv[1])[:5]:
-            err_table.add_row(message, f"{count:,}")
-        console.print(err_table)
+        console.print(_error_table(errors))
+
+
+def _tool_table(tools: list[ToolStats]) -> Table:
+    table = Table(title="Per-tool calls and latency (ms), computed in SQL from the trail")
+    for column in ("tool", "calls", "failures", "fail %", "p50", "p95", "p99", "max"):
+        table.add_column(
+            column, justify="left" if column == "tool" else "right", no_wrap=column == "tool"
+        )
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    for t in tools:
+        table.add_row(
+            t.tool_name,
+            f"{t.calls:,}",
+            f"{t.failures:,}",
+            f"{100 * t.failure_rate:.1f}",
+            ms(t.p50_ms),
+            ms(t.p95_ms),
+            ms(t.p99_ms),
+            ms(t.max_ms),
+        )
+    return table
+
+
+def _error_table(errors: list[ErrorGroup]) -> Table:
+    table = Table(title="Most recent failures, grouped by error")
+    for column in ("tool", "error", "count", "last seen (UTC)"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for g in errors:
+        table.add_row(
+            g.tool_name,
+            g.error_message or "",
+            f"{g.count:,}",
+            g.last_seen.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table
 
 
 @main.command()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._durations import parse_duration
 from ._writer import AuditStats, AuditWriter
+from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
 from .exceptions import AuditConfigError
 from .models import AuditLogEntry, AuditStatus
@@ -113,6 +115,100 @@ class AuditService:
         await self._writer.aflush(timeout=self.settings.close_timeout)
         return await self._writer.arun(lambda store: store.query(query))
 
+    # ------------------------------------------------------------------ analytics
+
+    def tool_stats(
+        self,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[ToolStats]:
+        """Per tool: calls, failures, failure rate, latency p50/p95/p99/max; busiest first."""
+        query = make_query(tool_name, None, since, until, 1, 0)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.tool_stats(query))
+
+    async def atool_stats(
+        self,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[ToolStats]:
+        query = make_query(tool_name, None, since, until, 1, 0)
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(lambda store: store.tool_stats(query))
+
+    def slowest_calls(
+        self,
+        limit: int = 10,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[AuditLogEntry]:
+        """The slowest calls in the window, slowest first."""
+        query = make_query(tool_name, None, since, until, limit, 0)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.slowest(query))
+
+    async def aslowest_calls(
+        self,
+        limit: int = 10,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[AuditLogEntry]:
+        query = make_query(tool_name, None, since, until, limit, 0)
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(lambda store: store.slowest(query))
+
+    def error_groups(
+        self,
+        limit: int = 10,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[ErrorGroup]:
+        """Recent failures grouped by tool and error message, most recently seen first."""
+        query = make_query(tool_name, None, since, until, limit, 0)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.error_groups(query))
+
+    async def aerror_groups(
+        self,
+        limit: int = 10,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[ErrorGroup]:
+        query = make_query(tool_name, None, since, until, limit, 0)
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(lambda store: store.error_groups(query))
+
+    def calls_over_time(
+        self,
+        bucket: str | int | timedelta = "1h",
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[TimeBucket]:
+        """Calls and failures per time bucket (``"1m"``, ``"1h"``, ``"1d"``, or seconds)."""
+        query = make_query(tool_name, None, since, until, 1, 0)
+        seconds = _bucket_seconds(bucket)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.time_buckets(query, seconds))
+
+    async def acalls_over_time(
+        self,
+        bucket: str | int | timedelta = "1h",
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        tool_name: str | None = None,
+    ) -> list[TimeBucket]:
+        query = make_query(tool_name, None, since, until, 1, 0)
+        seconds = _bucket_seconds(bucket)
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(lambda store: store.time_buckets(query, seconds))
+
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self, timeout: float | None = None) -> None:
@@ -165,6 +261,13 @@ class AuditService:
                 stacklevel=2,
                 source=self,
             )
+
+
+def _bucket_seconds(bucket: str | int | timedelta) -> int:
+    seconds = int(parse_duration(bucket, name="bucket").total_seconds())
+    if seconds < 1:
+        raise AuditConfigError(f"bucket={bucket!r} must be at least one second")
+    return seconds
 
 
 def _as_datetime(name: str, value: datetime | str | None) -> datetime | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..models import AuditLogEntry, AuditStatus
 
 __all__ = ["AuditStore", "LogQuery", "Row"]
@@ -45,6 +46,18 @@ class AuditStore(Protocol):
 
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
         """Entries matching ``query``, newest first."""
+
+    async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
+        """Per-tool counts, failures and latency percentiles within the query's window."""
+
+    async def slowest(self, query: LogQuery) -> list[AuditLogEntry]:
+        """The ``query.limit`` slowest calls within the window, slowest first."""
+
+    async def error_groups(self, query: LogQuery) -> list[ErrorGroup]:
+        """Failures grouped by tool and error message, most recently seen first."""
+
+    async def time_buckets(self, query: LogQuery, seconds: int) -> list[TimeBucket]:
+        """Calls and failures per ``seconds``-long bucket, oldest first."""
 
     async def close(self) -> None:
         """Release connections. Safe to call twice."""

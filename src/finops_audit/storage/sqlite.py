@@ -29,8 +29,10 @@ from typing import Any
 import aiosqlite
 
 from .._encoding import decode_parameters
+from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..exceptions import AuditStorageError
 from ..models import AuditLogEntry, AuditStatus
+from . import _sqlite_analytics as analytics_sql
 from .base import LogQuery, Row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteAuditStore", "format_timestamp"]
@@ -174,12 +176,59 @@ class SQLiteAuditStore:
         except Exception:
             logger.debug("closing a failed audit connection", exc_info=True)
 
-    async def query(self, query: LogQuery) -> list[AuditLogEntry]:
-        sql, params = build_select(query)
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         if self._reader is None:
             self._reader = await self._connect(write=False)
-        rows = await self._reader.execute_fetchall(sql, params)
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def query(self, query: LogQuery) -> list[AuditLogEntry]:
+        return [row_to_entry(row) for row in await self._fetch(*build_select(query))]
+
+    async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
+        rows = await self._fetch(*analytics_sql.tool_stats_sql(query))
+        return [
+            ToolStats(
+                tool_name=tool,
+                calls=n,
+                failures=failures or 0,
+                failure_rate=(failures or 0) / n if n else 0.0,
+                avg_ms=avg,
+                p50_ms=p50,
+                p95_ms=p95,
+                p99_ms=p99,
+                max_ms=top,
+            )
+            for tool, n, failures, avg, p50, p95, p99, top in rows
+        ]
+
+    async def slowest(self, query: LogQuery) -> list[AuditLogEntry]:
+        rows = await self._fetch(*analytics_sql.slowest_sql(query, _COLUMNS))
         return [row_to_entry(row) for row in rows]
+
+    async def error_groups(self, query: LogQuery) -> list[ErrorGroup]:
+        rows = await self._fetch(*analytics_sql.error_groups_sql(query))
+        return [
+            ErrorGroup(
+                tool_name=tool,
+                error_message=error,
+                count=count,
+                first_seen=_parse_ts(first),
+                last_seen=_parse_ts(last),
+            )
+            for tool, error, count, first, last in rows
+        ]
+
+    async def time_buckets(self, query: LogQuery, seconds: int) -> list[TimeBucket]:
+        rows = await self._fetch(*analytics_sql.buckets_sql(query, seconds))
+        return [
+            TimeBucket(
+                start=datetime.fromtimestamp(bucket, timezone.utc),
+                calls=calls,
+                failures=failures or 0,
+            )
+            for bucket, calls, failures in rows
+            if bucket is not None
+        ]
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None
@@ -215,12 +264,16 @@ def build_select(query: LogQuery) -> tuple[str, list[Any]]:
     return sql, params
 
 
+def _parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
     """Build the public model from a stored row, tolerating rows older code wrote."""
     ident, ts, tool, params, status, error, elapsed = row
     return AuditLogEntry(
         id=ident,
-        timestamp=datetime.fromisoformat(ts.replace("Z", "+00:00")),
+        timestamp=_parse_ts(ts),
         tool_name=tool,
         parameters=decode_parameters(params),
         status=AuditStatus(status),
