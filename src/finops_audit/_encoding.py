@@ -21,9 +21,12 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from .redaction import Redactor
 
 __all__ = [
     "TRUNCATED_KEY",
@@ -258,10 +261,11 @@ class RowFormatter:
     one second, so the ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second.
     """
 
-    __slots__ = ("_max_param_bytes", "_prefix", "_second")
+    __slots__ = ("_max_param_bytes", "_prefix", "_redactor", "_second")
 
-    def __init__(self, max_param_bytes: int) -> None:
+    def __init__(self, max_param_bytes: int, redactor: Redactor | None = None) -> None:
         self._max_param_bytes = max_param_bytes
+        self._redactor = redactor if redactor is not None and redactor.enabled else None
         self._second = -1
         self._prefix = ""
 
@@ -286,7 +290,15 @@ class RowFormatter:
         """Convert a batch in one loop (the writer's main CPU cost per row)."""
         stamp = self.timestamp
         params = self.parameters
-        return [
-            (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
-            for tool, wall, elapsed, args, status, error in entries
-        ]
+        redactor = self._redactor
+        if redactor is None:
+            return [
+                (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
+                for tool, wall, elapsed, args, status, error in entries
+            ]
+        scrub = redactor.entry
+        rows = []
+        for tool, wall, elapsed, args, status, error in entries:
+            args, error = scrub(args, error)
+            rows.append((stamp(wall), tool, params(args), status, error, elapsed / 1_000_000))
+        return rows

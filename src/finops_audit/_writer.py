@@ -48,6 +48,7 @@ from .exceptions import (
     AuditStorageError,
     AuditTimeoutError,
 )
+from .redaction import Redactor
 from .storage.base import AuditStore, Row
 
 __all__ = ["GAP_TOOL_NAME", "AuditStats", "AuditWriter", "Entry", "flush_all"]
@@ -103,8 +104,14 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 class AuditWriter:
     """Owns the queue and the writer thread of one :class:`~finops_audit.AuditService`."""
 
-    def __init__(self, store_factory: Callable[[], AuditStore], settings: AuditSettings) -> None:
+    def __init__(
+        self,
+        store_factory: Callable[[], AuditStore],
+        settings: AuditSettings,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._store_factory = store_factory
+        self._redactor = redactor
         self._settings = settings
         self._max = settings.queue_size
         self._batch = settings.batch_size
@@ -120,7 +127,7 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._room = threading.Event()
         self._store: AuditStore = self._store_factory()
-        self._formatter = RowFormatter(self._settings.max_param_bytes)
+        self._formatter = RowFormatter(self._settings.max_param_bytes, self._redactor)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None

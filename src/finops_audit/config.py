@@ -9,11 +9,13 @@ server's environment fails at start-up, not at the thousandth call.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import AuditConfigError
 
@@ -80,6 +82,29 @@ class AuditSettings(BaseSettings):
         default=True,
         description="Flush on SIGTERM/SIGINT before the process's own handling goes on.",
     )
+    redact: bool = Field(
+        default=True,
+        description="Redact sensitive keys and secret-shaped values before they are written.",
+    )
+    redact_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra sensitive key names (comma-separated), matched like the defaults.",
+    )
+    redact_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra regular expressions (comma-separated) whose matches are redacted.",
+    )
+    hmac_key: SecretStr | None = Field(
+        default=None,
+        description="Key for HMAC pseudonyms of identifiers and for the keyed hash chain.",
+    )
+    hmac_fields: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Parameter names (comma-separated) whose values are stored as HMAC pseudonyms.",
+    )
+    hash_chain: bool = Field(
+        default=True, description="Chain each row's hash to the previous row's (tamper evidence)."
+    )
     max_param_bytes: int = Field(
         default=64 * 1024,
         ge=256,
@@ -87,6 +112,28 @@ class AuditSettings(BaseSettings):
         description="Largest encoded parameters stored whole; larger ones are truncated "
         "with an explicit marker.",
     )
+
+    @field_validator("redact_keys", "redact_patterns", "hmac_fields", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+        return value
 
     @field_validator("synchronous", mode="before")
     @classmethod

@@ -10,17 +10,20 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._chain import Chainer
 from ._durations import parse_duration
 from ._writer import AuditStats, AuditWriter
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
 from .exceptions import AuditConfigError
 from .models import AuditLogEntry, AuditStatus
+from .redaction import Redactor
 from .storage.base import AuditStore, LogQuery
 from .storage.sqlite import SQLiteAuditStore
 
@@ -48,6 +51,7 @@ class AuditService:
         db_path: str | os.PathLike[str] | None = None,
         *,
         settings: AuditSettings | None = None,
+        redactor: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -57,13 +61,24 @@ class AuditService:
                 update={k: v for k, v in {"db_path": db_path, **overrides}.items() if v is not None}
             )
         self.settings = settings
-        self._writer = AuditWriter(self._make_store, settings)
+        key = settings.hmac_key.get_secret_value().encode() if settings.hmac_key else None
+        self._chainer = Chainer(key) if settings.hash_chain else None
+        self.redactor = Redactor(
+            enabled=settings.redact,
+            extra_keys=settings.redact_keys,
+            extra_patterns=settings.redact_patterns,
+            hmac_key=key,
+            hmac_keys=settings.hmac_fields,
+            custom=redactor,
+        )
+        self._writer = AuditWriter(self._make_store, settings, self.redactor)
 
     def _make_store(self) -> AuditStore:
         return SQLiteAuditStore(
             self.settings.db_path,
             synchronous=self.settings.synchronous,
             busy_timeout=self.settings.busy_timeout,
+            chainer=self._chainer,
         )
 
     @property

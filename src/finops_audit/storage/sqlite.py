@@ -28,6 +28,7 @@ from typing import Any
 
 import aiosqlite
 
+from .._chain import GENESIS, Chainer
 from .._encoding import decode_parameters
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..exceptions import AuditStorageError
@@ -39,7 +40,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteAuditStore", "format_timestamp"]
 
 logger = logging.getLogger("finops_audit")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_logs (
@@ -49,7 +50,16 @@ CREATE TABLE IF NOT EXISTS audit_logs (
     parameters TEXT NOT NULL,
     status TEXT NOT NULL,
     error_message TEXT,
-    execution_time_ms REAL
+    execution_time_ms REAL,
+    row_hash TEXT
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    through_id INTEGER NOT NULL,
+    last_hash TEXT NOT NULL,
+    rows_purged INTEGER NOT NULL,
+    signature TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS idx_audit_timestamp ON audit_logs(timestamp);
 CREATE INDEX IF NOT EXISTS idx_audit_tool_timestamp ON audit_logs(tool_name, timestamp);
@@ -62,6 +72,21 @@ _INSERT = (
     "(timestamp, tool_name, parameters, status, error_message, execution_time_ms) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_INSERT_CHAINED = (
+    "INSERT INTO audit_logs "
+    "(id, timestamp, tool_name, parameters, status, error_message, execution_time_ms, row_hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The chain's tail, read under the write lock: last id ever given, its hash (if
+# the row still exists) and, if it was purged, the checkpoint's hash.
+_CHAIN_TAIL = """
+SELECT s.seq,
+       EXISTS (SELECT 1 FROM audit_logs WHERE id = s.seq),
+       (SELECT row_hash FROM audit_logs WHERE id = s.seq),
+       (SELECT last_hash FROM audit_checkpoints WHERE through_id = s.seq
+        ORDER BY id DESC LIMIT 1)
+FROM sqlite_sequence AS s WHERE s.name = 'audit_logs'
+"""
 _COLUMNS = "id, timestamp, tool_name, parameters, status, error_message, execution_time_ms"
 
 
@@ -88,9 +113,15 @@ class SQLiteAuditStore:
     """:class:`~finops_audit.storage.AuditStore` over one SQLite file, through aiosqlite."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", busy_timeout: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        chainer: Chainer | None = None,
     ) -> None:
         self.path = Path(path)
+        self.chainer = chainer
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._writer: aiosqlite.Connection | None = None
@@ -101,9 +132,7 @@ class SQLiteAuditStore:
         return str(self.path)
 
     async def _connect(self, *, write: bool) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(
-            self.path, isolation_level="IMMEDIATE" if write else None, check_same_thread=False
-        )
+        conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             if write:
@@ -125,10 +154,9 @@ class SQLiteAuditStore:
             mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 logger.warning("audit database %s is not in WAL mode (%s)", self.path, mode)
-            await conn.executescript(_SCHEMA)
-            version = await (await conn.execute("PRAGMA user_version")).fetchone()
-            if version is not None and int(version[0]) < SCHEMA_VERSION:
-                await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await conn.executescript(_SCHEMA)  # idempotent; commits by itself
+            await conn.execute("BEGIN IMMEDIATE")
+            await _migrate(conn)
             await conn.commit()
         except (OSError, sqlite3.Error) as exc:
             await conn.close()
@@ -154,7 +182,14 @@ class SQLiteAuditStore:
         conn = self._writer
         assert conn is not None
         try:
-            await conn.executemany(_INSERT, rows)
+            await conn.execute("BEGIN IMMEDIATE")
+            if self.chainer is None:
+                await conn.executemany(_INSERT, rows)
+            else:
+                tail = await conn.execute_fetchall(_CHAIN_TAIL)
+                last_id, prev = _chain_tail(next(iter(tail), None))
+                linked, _ = self.chainer.link(last_id + 1, prev, rows)
+                await conn.executemany(_INSERT_CHAINED, linked)
             await conn.commit()
         except BaseException:
             # Start the retry from a fresh connection: a read-only or vanished
@@ -235,6 +270,25 @@ class SQLiteAuditStore:
         if reader is not None:
             await reader.close()
         await self._drop_writer()
+
+
+def _chain_tail(row: Any) -> tuple[int, str]:
+    if row is None:
+        return 0, GENESIS
+    seq, exists, row_hash, checkpoint_hash = row
+    if exists:
+        return int(seq), row_hash or GENESIS
+    return int(seq), checkpoint_hash or GENESIS
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Upgrade older trails in place (the design note's schema is version 0)."""
+    columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
+    if "row_hash" not in columns:
+        await conn.execute("ALTER TABLE audit_logs ADD COLUMN row_hash TEXT")
+    version = await conn.execute_fetchall("PRAGMA user_version")
+    if int(next(iter(version))[0]) < SCHEMA_VERSION:
+        await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def build_select(query: LogQuery) -> tuple[str, list[Any]]:

@@ -1,0 +1,274 @@
+"""Keep secrets off the disk: redaction and keyed pseudonyms, applied by the writer.
+
+Runs on the writer's side, never in the tool call. For each entry:
+
+1. **Sensitive keys** (``password``, ``secret``, ``token``, ``api_key``,
+   ``authorization``, ``cookie``, ``credentials``, ``private_key``, ... plus
+   ``extra_keys``), matched case- and separator-insensitively (``API-Key``,
+   ``apiKey`` and ``api_key`` are one key) at any depth: the value becomes
+   ``"[REDACTED]"``.
+2. **Secret-shaped values** anywhere in parameters and error messages: AWS
+   secret access keys, AWS access key ids, bearer tokens, private key blocks,
+   plus ``extra_patterns``: the match becomes ``"[REDACTED]"``.
+3. **Pseudonyms**: with an HMAC key, AWS account ids, ARNs and the values of
+   ``hmac_keys`` become ``"hmac:<first 32 hex digits of HMAC-SHA256>"``: private
+   on disk, yet :meth:`pseudonym` of the original finds the rows again.
+4. A ``custom`` callable gets the decoded parameters last; if it raises, the
+   parameters are stored as ``{"$redaction_failed": "<ExceptionType>"}``.
+
+A raw-text pre-check skips the JSON walk for the common entry that has no
+candidate key or value, so the cost is a couple of regex scans per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+__all__ = ["DEFAULT_SENSITIVE_KEYS", "REDACTED", "Redactor"]
+
+REDACTED = "[REDACTED]"
+FAILED_KEY = "$redaction_failed"
+
+#: Normalised (lower case, no separators) key names whose values are never stored.
+DEFAULT_SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "clientsecret",
+        "secretkey",
+        "secretaccesskey",
+        "awssecretaccesskey",
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "sessiontoken",
+        "authtoken",
+        "apikey",
+        "xapikey",
+        "apitoken",
+        "authorization",
+        "proxyauthorization",
+        "auth",
+        "cookie",
+        "setcookie",
+        "credentials",
+        "credential",
+        "privatekey",
+        "sshkey",
+        "signingkey",
+        "encryptionkey",
+        "connectionstring",
+        "dsn",
+        "pin",
+        "otp",
+        "mfacode",
+    }
+)
+
+_SEPARATORS = re.compile(r"[\s_\-.]")
+_UPPER = re.compile(r"[A-Z]")
+# Literal roots that any sensitive key or secret-shaped value contains once
+# lower-cased and stripped of separators; a hit only means "walk this entry".
+_ROOTS = frozenset(
+    {
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "auth",
+        "cookie",
+        "credential",
+        "privatekey",
+        "sshkey",
+        "signingkey",
+        "encryptionkey",
+        "connectionstring",
+        "dsn",
+        "otp",
+        "mfa",
+        "pin",
+        "bearer",
+        "basic",
+        "eyj",
+        "akia",
+        "asia",
+        "aida",
+        "aroa",
+        "anpa",
+        "anva",
+        "agpa",
+    }
+)
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+"
+_B64_TO_A = bytes(b"a"[0] if i in _B64 else b" "[0] for i in range(256))
+_B64_RUN = b"a" * 40
+_DIGITS = bytes(b"0"[0] if i in b"0123456789" else b" "[0] for i in range(256))
+_DIGIT_RUN = b"0" * 12
+_LOWER = re.compile(r"[a-z]")
+
+_VALUE_PATTERNS = (
+    # PEM private key blocks (RSA, EC, OPENSSH, encrypted, ...)
+    r"-----BEGIN[A-Z ]*PRIVATE KEY-----.*?(?:-----END[A-Z ]*PRIVATE KEY-----|\Z)",
+    # Authorization: Bearer <token> / Basic <credentials>
+    r"(?i:\b(?:bearer|basic)\s+)[A-Za-z0-9\-._~+/]{8,}=*",
+    # AWS access key ids
+    r"\b(?:AKIA|ASIA|AIDA|AROA|ANPA|ANVA|AGPA)[A-Z0-9]{16}\b",
+    # AWS secret access keys: 40 base64 characters (mixed case checked in _secret_or_keep)
+    r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+    # JWTs
+    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+)
+_ACCOUNT_ID = r"(?<![0-9])[0-9]{12}(?![0-9])"
+_ARN = r"\barn:aws[a-zA-Z-]*:[a-zA-Z0-9-]*:[a-z0-9-]*:[0-9]{0,12}:[^\s\"',]+"
+
+
+def normalise_key(key: str) -> str:
+    return _SEPARATORS.sub("", key).lower()
+
+
+class Redactor:
+    """Redaction rules, compiled once; :meth:`parameters` and :meth:`message` apply them."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        extra_keys: Iterable[str] = (),
+        extra_patterns: Iterable[str] = (),
+        hmac_key: str | bytes | None = None,
+        hmac_keys: Iterable[str] = (),
+        pseudonymize_aws_ids: bool = True,
+        custom: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self._keys = DEFAULT_SENSITIVE_KEYS | {normalise_key(k) for k in extra_keys}
+        patterns = [*_VALUE_PATTERNS, *extra_patterns]
+        for p in extra_patterns:
+            re.compile(p)  # fail at start-up on a bad pattern, naming it
+        self._values = re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL)
+        key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
+        self._hmac_key = key or None
+        self._hmac_names = {normalise_key(k) for k in hmac_keys}
+        ids = [_ACCOUNT_ID, _ARN] if (self._hmac_key and pseudonymize_aws_ids) else []
+        self._ids = re.compile("|".join(f"(?:{p})" for p in ids)) if ids else None
+        self._custom = custom
+        self._extra_values = [re.compile(p) for p in extra_patterns]
+        roots = sorted(_ROOTS | self._keys_extra(extra_keys) | self._hmac_names)
+        self._roots_re = re.compile(b"|".join(re.escape(r.encode()) for r in roots))
+
+    @staticmethod
+    def _keys_extra(keys: Iterable[str]) -> set[str]:
+        return {normalise_key(k) for k in keys}
+
+    def _candidate(self, raw: bytes) -> bool:
+        """Cheap, on bytes: could this hold anything to redact? (A false hit costs a walk.)"""
+        squashed = raw.lower().translate(None, b" \t\n_-.")
+        if self._roots_re.search(squashed) is not None:
+            return True
+        if _B64_RUN in raw.translate(_B64_TO_A):
+            return True
+        if self._ids is not None and (b"arn:" in raw or _DIGIT_RUN in raw.translate(_DIGITS)):
+            return True
+        return any(p.search(raw.decode("utf-8", "replace")) for p in self._extra_values)
+
+    @staticmethod
+    def _secret_or_keep(match: re.Match[str]) -> str:
+        found = match.group(0)
+        # 40 base64 characters are an AWS secret only if mixed case (not a hex digest).
+        if (
+            len(found) == 40
+            and not found.startswith(("-", "eyJ"))
+            and not (_UPPER.search(found) and _LOWER.search(found))
+        ):
+            return found
+        return REDACTED
+
+    @property
+    def active(self) -> bool:
+        return self.enabled
+
+    def pseudonym(self, value: str) -> str:
+        """The stored stand-in for ``value`` (requires an HMAC key)."""
+        if self._hmac_key is None:
+            raise ValueError("no HMAC key is configured (AUDIT_HMAC_KEY)")
+        digest = hmac.new(self._hmac_key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"hmac:{digest[:32]}"
+
+    def _scrub_text(self, text: str) -> str:
+        text = self._values.sub(self._secret_or_keep, text)
+        if self._ids is not None:
+            text = self._ids.sub(lambda m: self.pseudonym(m.group(0)), text)
+        return text
+
+    def message(self, text: str | None) -> str | None:
+        """Redact secret-shaped values (and pseudonymise ids) in an error message."""
+        if text is None or not self.enabled:
+            return text
+        try:
+            return self._scrub_text(text)
+        except Exception:
+            return REDACTED
+
+    def parameters(self, raw: bytes) -> bytes:
+        """Redact an encoded parameters document; never raises."""
+        return self.entry(raw, None)[0]
+
+    def entry(self, raw: bytes, error: str | None) -> tuple[bytes, str | None]:
+        """Redact one entry's parameters and error message; never raises.
+
+        Values found under sensitive keys are also removed from the error
+        message: ``ValueError: bad password hunter2`` must not keep it either.
+        """
+        if not self.enabled:
+            return raw, error
+        if self._custom is None and not self._candidate(raw):
+            return raw, self.message(error) if error is not None else None
+        found: list[str] = []
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            cleaned_raw = self._scrub_text(raw.decode("utf-8", "replace")).encode("utf-8")
+            return cleaned_raw, self.message(error)
+        try:
+            cleaned = self._walk(value, found)
+            if self._custom is not None and isinstance(cleaned, dict):
+                cleaned = self._custom(cleaned)
+            out = orjson.dumps(cleaned)
+        except Exception as exc:
+            out = orjson.dumps({FAILED_KEY: type(exc).__name__})
+        if error is not None:
+            for secret in sorted(found, key=len, reverse=True):
+                error = error.replace(secret, REDACTED)
+            error = self.message(error)
+        return out, error
+
+    def _walk(self, value: Any, found: list[str]) -> Any:
+        if isinstance(value, str):
+            return self._scrub_text(value)
+        if isinstance(value, list):
+            return [self._walk(v, found) for v in value]
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                norm = normalise_key(k)
+                if norm in self._keys:
+                    out[k] = REDACTED
+                    if isinstance(v, (str, int)) and len(str(v)) >= 4:
+                        found.append(str(v))
+                elif norm in self._hmac_names and self._hmac_key is not None and v is not None:
+                    out[k] = self.pseudonym(v if isinstance(v, str) else orjson.dumps(v).decode())
+                else:
+                    out[k] = self._walk(v, found)
+            return out
+        return value
