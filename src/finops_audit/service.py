@@ -22,6 +22,7 @@ from ._writer import AuditStats, AuditWriter
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
 from .exceptions import AuditConfigError
+from .maintenance import BackupReport, PurgeReport, VerifyReport
 from .models import AuditLogEntry, AuditStatus
 from .redaction import Redactor
 from .storage.base import AuditStore, LogQuery
@@ -62,7 +63,8 @@ class AuditService:
             )
         self.settings = settings
         key = settings.hmac_key.get_secret_value().encode() if settings.hmac_key else None
-        self._chainer = Chainer(key) if settings.hash_chain else None
+        self._verifier = Chainer(key)
+        self._chainer = self._verifier if settings.hash_chain else None
         self.redactor = Redactor(
             enabled=settings.redact,
             extra_keys=settings.redact_keys,
@@ -223,6 +225,41 @@ class AuditService:
         seconds = _bucket_seconds(bucket)
         await self._writer.aflush(timeout=self.settings.close_timeout)
         return await self._writer.arun(lambda store: store.time_buckets(query, seconds))
+
+    # ------------------------------------------------------------------ maintenance
+
+    def verify(self) -> VerifyReport:
+        """Walk the hash chain; ``ok`` is false at the first modified, missing or moved row."""
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.verify(self._verifier))
+
+    async def averify(self) -> VerifyReport:
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(lambda store: store.verify(self._verifier))
+
+    def purge(self, older_than: str | int | timedelta) -> PurgeReport:
+        """Delete entries older than ``older_than`` (``"90d"``, seconds, a timedelta).
+
+        Deletes in small transactions so running writers are not stalled, and
+        leaves a signed checkpoint so the remaining trail still verifies.
+        """
+        cutoff = datetime.now(timezone.utc) - parse_duration(older_than, name="older_than")
+        return self._writer.run(lambda store: store.purge(cutoff, self._verifier))
+
+    async def apurge(self, older_than: str | int | timedelta) -> PurgeReport:
+        cutoff = datetime.now(timezone.utc) - parse_duration(older_than, name="older_than")
+        return await self._writer.arun(lambda store: store.purge(cutoff, self._verifier))
+
+    def backup(self, dest: str | os.PathLike[str]) -> BackupReport:
+        """An online, consistent copy at ``dest`` (which must not exist), mode 0600."""
+        self._writer.flush(timeout=self.settings.close_timeout)
+        target = Path(dest)
+        return self._writer.run(lambda store: store.backup(target))
+
+    async def abackup(self, dest: str | os.PathLike[str]) -> BackupReport:
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        target = Path(dest)
+        return await self._writer.arun(lambda store: store.backup(target))
 
     # ------------------------------------------------------------------ lifecycle
 

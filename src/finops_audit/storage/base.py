@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from .._chain import Chainer
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
+from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 
 __all__ = ["AuditStore", "LogQuery", "Row"]
@@ -58,6 +61,15 @@ class AuditStore(Protocol):
 
     async def time_buckets(self, query: LogQuery, seconds: int) -> list[TimeBucket]:
         """Calls and failures per ``seconds``-long bucket, oldest first."""
+
+    async def verify(self, chainer: Chainer) -> VerifyReport:
+        """Walk the hash chain; report the first row where it breaks."""
+
+    async def purge(self, cutoff: datetime, chainer: Chainer) -> PurgeReport:
+        """Delete the oldest rows that started before ``cutoff``, leaving a checkpoint."""
+
+    async def backup(self, dest: Path) -> BackupReport:
+        """Write a consistent copy of the trail to ``dest`` (mode 0600) while writers run."""
 
     async def close(self) -> None:
         """Release connections. Safe to call twice."""

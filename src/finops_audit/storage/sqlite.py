@@ -18,6 +18,7 @@ Why these choices (figures from ``DESIGN.md`` and ``benchmarks/``):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -32,8 +33,10 @@ from .._chain import GENESIS, Chainer
 from .._encoding import decode_parameters
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..exceptions import AuditStorageError
+from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 from . import _sqlite_analytics as analytics_sql
+from . import _sqlite_maintenance as maintenance_sql
 from .base import LogQuery, Row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteAuditStore", "format_timestamp"]
@@ -264,6 +267,19 @@ class SQLiteAuditStore:
             for bucket, calls, failures in rows
             if bucket is not None
         ]
+
+    async def verify(self, chainer: Chainer) -> VerifyReport:
+        if self._reader is None:
+            self._reader = await self._connect(write=False)
+        return await maintenance_sql.verify(self._reader, chainer)
+
+    async def purge(self, cutoff: datetime, chainer: Chainer) -> PurgeReport:
+        return await maintenance_sql.purge(
+            self.path, self._busy_ms, chainer, format_timestamp(cutoff)
+        )
+
+    async def backup(self, dest: Path) -> BackupReport:
+        return await asyncio.to_thread(maintenance_sql.backup, self.path, dest)
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None
