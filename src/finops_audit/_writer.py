@@ -62,6 +62,7 @@ T = TypeVar("T")
 Entry = tuple[str, int, int, bytes, str, "str | None"]
 
 _WARN_INTERVAL = 10.0
+_RETENTION_INTERVAL = 3600.0
 
 #: ``tool_name`` of the rows that mark a gap: entries that were dropped.
 GAP_TOOL_NAME = "__audit_gap__"
@@ -109,8 +110,10 @@ class AuditWriter:
         store_factory: Callable[[], AuditStore],
         settings: AuditSettings,
         redactor: Redactor | None = None,
+        retention: Callable[[AuditStore], Coroutine[Any, Any, Any]] | None = None,
     ) -> None:
         self._store_factory = store_factory
+        self._retention = retention
         self._redactor = redactor
         self._settings = settings
         self._max = settings.queue_size
@@ -469,11 +472,19 @@ class AuditWriter:
                 logger.debug("closing the audit store", exc_info=True)
 
     async def _run(self) -> None:
+        next_retention = time.monotonic()
         while True:
             await self._sleep()
             await self._drain()
             if self._stopping and not self._queue:
                 return
+            if self._retention is not None and time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + _RETENTION_INTERVAL
+                try:
+                    report = await self._retention(self._store)
+                    logger.info("finops_audit retention: %s", report)
+                except Exception as exc:
+                    logger.warning("finops_audit retention purge failed: %r", exc)
 
     async def _sleep(self) -> None:
         loop = asyncio.get_running_loop()

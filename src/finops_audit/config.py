@@ -105,6 +105,11 @@ class AuditSettings(BaseSettings):
     hash_chain: bool = Field(
         default=True, description="Chain each row's hash to the previous row's (tamper evidence)."
     )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Entries older than this many days are purged by the writer, hourly.",
+    )
     max_param_bytes: int = Field(
         default=64 * 1024,
         ge=256,

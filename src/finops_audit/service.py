@@ -11,6 +11,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -73,7 +74,12 @@ class AuditService:
             hmac_keys=settings.hmac_fields,
             custom=redactor,
         )
-        self._writer = AuditWriter(self._make_store, settings, self.redactor)
+        retention = self._apply_retention if settings.retention_days is not None else None
+        self._writer = AuditWriter(self._make_store, settings, self.redactor, retention)
+
+    async def _apply_retention(self, store: AuditStore) -> PurgeReport:
+        days = self.settings.retention_days or 0.0
+        return await store.purge(datetime.now(timezone.utc) - timedelta(days=days), self._verifier)
 
     def _make_store(self) -> AuditStore:
         return SQLiteAuditStore(
@@ -106,15 +112,18 @@ class AuditService:
         until: datetime | str | None = None,
         limit: int = 100,
         offset: int = 0,
+        parameter_value: str | None = None,
     ) -> list[AuditLogEntry]:
         """Entries matching every given filter, newest first.
 
         ``since`` and ``until`` are inclusive bounds on the call's start time
         (aware datetimes or ISO strings; naive ones are taken as UTC). Entries
         of calls that have already returned are always included: the call
-        flushes first (read-your-writes).
+        flushes first (read-your-writes). ``parameter_value`` finds entries
+        whose parameters contain that text, also where it is stored only as its
+        HMAC pseudonym (``AUDIT_HMAC_KEY``).
         """
-        query = make_query(tool_name, status, since, until, limit, offset)
+        query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
         self._writer.flush(timeout=self.settings.close_timeout)
         return self._writer.run(lambda store: store.query(query))
 
@@ -126,11 +135,34 @@ class AuditService:
         until: datetime | str | None = None,
         limit: int = 100,
         offset: int = 0,
+        parameter_value: str | None = None,
     ) -> list[AuditLogEntry]:
         """:meth:`get_logs` for async code; never blocks the event loop."""
-        query = make_query(tool_name, status, since, until, limit, offset)
+        query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
         await self._writer.aflush(timeout=self.settings.close_timeout)
         return await self._writer.arun(lambda store: store.query(query))
+
+    def _query(
+        self,
+        tool_name: str | None,
+        status: AuditStatus | str | None,
+        since: datetime | str | None,
+        until: datetime | str | None,
+        limit: int,
+        offset: int,
+        parameter_value: str | None,
+    ) -> LogQuery:
+        query = make_query(tool_name, status, since, until, limit, offset)
+        if parameter_value is None:
+            return query
+        if not isinstance(parameter_value, str) or not parameter_value:
+            raise AuditConfigError(
+                f"parameter_value must be a non-empty string, not {parameter_value!r}"
+            )
+        pseudonym = (
+            self.redactor.pseudonym(parameter_value) if self.settings.hmac_key is not None else None
+        )
+        return replace(query, parameter_value=parameter_value, pseudonym=pseudonym)
 
     # ------------------------------------------------------------------ analytics
 

@@ -35,6 +35,9 @@ class LogQuery:
     until: datetime | None = None
     limit: int = 100
     offset: int = 0
+    #: Match rows whose parameters contain this value (as text), or its pseudonym.
+    parameter_value: str | None = None
+    pseudonym: str | None = None
 
 
 @runtime_checkable

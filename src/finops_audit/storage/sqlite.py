@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from .._chain import GENESIS, Chainer
 from .._encoding import decode_parameters
@@ -166,6 +167,7 @@ class SQLiteAuditStore:
             raise AuditStorageError(f"cannot prepare audit database {self.path}: {exc}") from exc
         self._writer = conn
         self._identity = self._file_identity()
+        _warn_if_shared(self.path)
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -288,6 +290,25 @@ class SQLiteAuditStore:
         await self._drop_writer()
 
 
+_warned_paths: set[str] = set()
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Log once per file if the trail is readable or writable by others."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077 and str(path) not in _warned_paths:
+        _warned_paths.add(str(path))
+        logger.warning(
+            "audit database %s has mode %s: others can read it; run `chmod 600 %s`",
+            path,
+            oct(mode),
+            path,
+        )
+
+
 def _chain_tail(row: Any) -> tuple[int, str]:
     if row is None:
         return 0, GENESIS
@@ -326,12 +347,27 @@ def build_select(query: LogQuery) -> tuple[str, list[Any]]:
     if query.until is not None:
         where.append("timestamp <= ?")
         params.append(format_timestamp(query.until))
+    if query.parameter_value is not None:
+        needles = [_json_text(query.parameter_value)]
+        if query.pseudonym is not None:
+            needles.append(query.pseudonym)
+        where.append("(" + " OR ".join("parameters LIKE ? ESCAPE '\\'" for _ in needles) + ")")
+        params.extend(f"%{_like_escape(n)}%" for n in needles)
     sql = f"SELECT {_COLUMNS} FROM audit_logs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY timestamp DESC, id DESC LIMIT ? OFFSET ?"
     params.extend([query.limit, query.offset])
     return sql, params
+
+
+def _json_text(value: str) -> str:
+    """``value`` as it appears inside a JSON string (escapes included, quotes not)."""
+    return orjson.dumps(value).decode("utf-8")[1:-1]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _parse_ts(text: str) -> datetime:
