@@ -53,6 +53,12 @@ class AuditStore(Protocol):
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
         """Entries matching ``query``, newest first."""
 
+    async def count(self, query: LogQuery) -> int:
+        """How many entries match ``query`` (limit and offset ignored)."""
+
+    async def page_after(self, query: LogQuery, after_id: int) -> list[AuditLogEntry]:
+        """Up to ``query.limit`` matching entries with ``id > after_id``, in id order (keyset)."""
+
     async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
         """Per-tool counts, failures and latency percentiles within the query's window."""
 

@@ -224,6 +224,18 @@ class SQLiteAuditStore:
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
         return [row_to_entry(row) for row in await self._fetch(*build_select(query))]
 
+    async def count(self, query: LogQuery) -> int:
+        where, params = build_where(query)
+        rows = await self._fetch(f"SELECT COUNT(*) FROM audit_logs{where}", params)
+        return int(rows[0][0])
+
+    async def page_after(self, query: LogQuery, after_id: int) -> list[AuditLogEntry]:
+        where, params = build_where(query)
+        where = f"{where} AND id > ?" if where else " WHERE id > ?"
+        sql = f"SELECT {_COLUMNS} FROM audit_logs{where} ORDER BY id LIMIT ?"
+        rows = await self._fetch(sql, [*params, after_id, query.limit])
+        return [row_to_entry(row) for row in rows]
+
     async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
         rows = await self._fetch(*analytics_sql.tool_stats_sql(query))
         return [
@@ -329,7 +341,17 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
 
 
 def build_select(query: LogQuery) -> tuple[str, list[Any]]:
-    """SQL and parameters for ``query``; every value is bound, never interpolated.
+    """SQL and parameters for ``query``, newest first, with limit and offset."""
+    where, params = build_where(query)
+    sql = (
+        f"SELECT {_COLUMNS} FROM audit_logs{where} "
+        "ORDER BY timestamp DESC, id DESC LIMIT ? OFFSET ?"
+    )
+    return sql, [*params, query.limit, query.offset]
+
+
+def build_where(query: LogQuery) -> tuple[str, list[Any]]:
+    """WHERE clause for ``query``'s filters; every value is bound, never interpolated.
 
     The status is written as a literal (from the enum, not the caller) so SQLite
     can use the partial index on failures.
@@ -353,12 +375,7 @@ def build_select(query: LogQuery) -> tuple[str, list[Any]]:
             needles.append(query.pseudonym)
         where.append("(" + " OR ".join("parameters LIKE ? ESCAPE '\\'" for _ in needles) + ")")
         params.extend(f"%{_like_escape(n)}%" for n in needles)
-    sql = f"SELECT {_COLUMNS} FROM audit_logs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY timestamp DESC, id DESC LIMIT ? OFFSET ?"
-    params.extend([query.limit, query.offset])
-    return sql, params
+    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _json_text(value: str) -> str:
