@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -163,6 +163,57 @@ class AuditService:
             self.redactor.pseudonym(parameter_value) if self.settings.hmac_key is not None else None
         )
         return replace(query, parameter_value=parameter_value, pseudonym=pseudonym)
+
+    def count(
+        self,
+        tool_name: str | None = None,
+        status: AuditStatus | str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> int:
+        """How many entries match the filters."""
+        query = make_query(tool_name, status, since, until, 1, 0)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(lambda store: store.count(query))
+
+    def iter_logs(
+        self,
+        tool_name: str | None = None,
+        status: AuditStatus | str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        page_size: int = 5000,
+    ) -> Iterator[AuditLogEntry]:
+        """Every matching entry, oldest first, fetched in keyset pages (bounded memory)."""
+        query = make_query(tool_name, status, since, until, page_size, 0)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        after = 0
+        while True:
+            page = self._writer.run(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
+            yield from page
+            if len(page) < page_size:
+                return
+            after = page[-1].id
+
+    async def aiter_logs(
+        self,
+        tool_name: str | None = None,
+        status: AuditStatus | str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        page_size: int = 5000,
+    ) -> AsyncIterator[AuditLogEntry]:
+        """:meth:`iter_logs` for async code."""
+        query = make_query(tool_name, status, since, until, page_size, 0)
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        after = 0
+        while True:
+            page = await self._writer.arun(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
+            for entry in page:
+                yield entry
+            if len(page) < page_size:
+                return
+            after = page[-1].id
 
     # ------------------------------------------------------------------ analytics
 
