@@ -284,21 +284,27 @@ class RowFormatter:
             encoded = truncate_encoded(encoded, self._max_param_bytes)
         return encoded.decode("utf-8", "backslashreplace")
 
-    def rows(
-        self, entries: list[tuple[str, int, int, bytes, str, str | None]]
-    ) -> list[tuple[str, str, str, str, str | None, float]]:
-        """Convert a batch in one loop (the writer's main CPU cost per row)."""
+    def rows(self, entries: list[Any]) -> list[tuple[Any, ...]]:
+        """Convert a batch of hand-off tuples to stored rows in one loop.
+
+        This is the writer's main CPU cost per row: timestamp text, redaction,
+        the size cap, and the caller columns.
+        """
         stamp = self.timestamp
         params = self.parameters
-        redactor = self._redactor
-        if redactor is None:
-            return [
-                (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
-                for tool, wall, elapsed, args, status, error in entries
-            ]
-        scrub = redactor.entry
+        scrub = self._redactor.entry if self._redactor is not None else None
         rows = []
-        for tool, wall, elapsed, args, status, error in entries:
-            args, error = scrub(args, error)
-            rows.append((stamp(wall), tool, params(args), status, error, elapsed / 1_000_000))
+        for tool, wall, elapsed, args, status, error, caller in entries:
+            if scrub is not None:
+                args, error = scrub(args, error)
+            row = (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
+            if caller is None:
+                rows.append(row + _NO_CALLER)
+            else:
+                labels = caller[8]
+                text = orjson.dumps(labels).decode() if labels else None
+                rows.append(row + caller[:8] + (text,))
         return rows
+
+
+_NO_CALLER: tuple[None, ...] = (None,) * 9

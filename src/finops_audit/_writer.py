@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 from . import _signals
 from ._encoding import RowFormatter, safe_dumps
+from ._mcp_context import Caller
 from .config import AuditSettings
 from .exceptions import (
     AuditClosedError,
@@ -58,8 +59,8 @@ logger = logging.getLogger("finops_audit")
 T = TypeVar("T")
 
 #: What a decorator hands over: (tool_name, start wall-clock ns, duration ns,
-#: parameters as JSON bytes, status value, error message or None).
-Entry = tuple[str, int, int, bytes, str, "str | None"]
+#: parameters as JSON bytes, status value, error message or None, caller or None).
+Entry = tuple[str, int, int, bytes, str, "str | None", "Caller | None"]
 
 _WARN_INTERVAL = 10.0
 _RETENTION_INTERVAL = 3600.0
@@ -545,16 +546,20 @@ class AuditWriter:
             "last_dropped_at": last,
             "reason": reason,
         }
-        row: Row = (
-            first,
-            GAP_TOOL_NAME,
-            fmt.parameters(safe_dumps(params)),
-            "FAILURE",
+        message = (
             f"AuditGap: {count} audit entries were dropped between {first} and {last} "
-            f"because {reason}",
-            (last_ns - first_ns) / 1_000_000,
+            f"because {reason}"
         )
-        await self._write([row], count_written=False)
+        entry: Entry = (
+            GAP_TOOL_NAME,
+            first_ns,
+            last_ns - first_ns,
+            safe_dumps(params),
+            "FAILURE",
+            message,
+            None,
+        )
+        await self._write(fmt.rows([entry]), count_written=False)
 
     async def _write(self, rows: list[Row], *, count_written: bool = True) -> None:
         delay = 0.01

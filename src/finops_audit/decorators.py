@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _signals
 from ._encoding import describe_exception, make_param_snapshot
+from ._mcp_context import HIDDEN, hidden_context_type, make_capture
 from ._writer import AuditWriter, Entry, flush_all
 from .config import load_settings
+from .context import call_slot
 from .exceptions import AuditQueueFullError
 from .service import get_default_service
 
@@ -125,8 +127,11 @@ def _audit_async(
     if not enabled:
         return fn
     snapshot = make_param_snapshot(fn, max_bytes)
+    capture = make_capture()
+    hidden = _accept_hidden_context(fn)
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
+    get_slot = call_slot.get
 
     def offer(entry: Entry) -> AuditWriter | None:
         # Synchronous on purpose: creating and awaiting a coroutine per call
@@ -144,23 +149,29 @@ def _audit_async(
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         wall = time_ns()
+        caller = capture(kwargs.pop(HIDDEN, None) if hidden else None)
+        slot = get_slot()
+        if slot is not None:
+            slot.append(tool_name)
         params = snapshot(args, kwargs)
         start = perf_ns()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             elapsed = perf_ns() - start
-            entry: Entry = (tool_name, wall, elapsed, params, _FAILURE, describe_exception(exc))
+            error = describe_exception(exc)
+            entry: Entry = (tool_name, wall, elapsed, params, _FAILURE, error, caller)
             waiting = offer(entry)
             if waiting is not None:
                 await waiting.asubmit_wait(entry)
             raise
-        entry = (tool_name, wall, perf_ns() - start, params, _SUCCESS, None)
+        entry = (tool_name, wall, perf_ns() - start, params, _SUCCESS, None, caller)
         waiting = offer(entry)
         if waiting is not None:
             await waiting.asubmit_wait(entry)
         return result
 
+    _add_hidden_annotation(wrapper, fn, hidden)
     return wrapper
 
 
@@ -205,8 +216,11 @@ def _audit_sync(
     if not enabled:
         return fn
     snapshot = make_param_snapshot(fn, max_bytes)
+    capture = make_capture()
+    hidden = _accept_hidden_context(fn)
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
+    get_slot = call_slot.get
 
     def hand_off(entry: Entry) -> None:
         try:
@@ -219,16 +233,49 @@ def _audit_sync(
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         wall = time_ns()
+        caller = capture(kwargs.pop(HIDDEN, None) if hidden else None)
+        slot = get_slot()
+        if slot is not None:
+            slot.append(tool_name)
         params = snapshot(args, kwargs)
         start = perf_ns()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            hand_off(
-                (tool_name, wall, perf_ns() - start, params, _FAILURE, describe_exception(exc))
-            )
+            elapsed = perf_ns() - start
+            error = describe_exception(exc)
+            hand_off((tool_name, wall, elapsed, params, _FAILURE, error, caller))
             raise
-        hand_off((tool_name, wall, perf_ns() - start, params, _SUCCESS, None))
+        hand_off((tool_name, wall, perf_ns() - start, params, _SUCCESS, None, caller))
         return result
 
+    _add_hidden_annotation(wrapper, fn, hidden)
     return wrapper
+
+
+def _accept_hidden_context(fn: Callable[..., Any]) -> type | None:
+    """mcp 2.x's Context class if the wrapper should ask that SDK to inject one.
+
+    Not when the tool already has a parameter of that name.
+    """
+    context_type = hidden_context_type()
+    if context_type is None:
+        return None
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    if HIDDEN in params:
+        return None
+    return context_type
+
+
+def _add_hidden_annotation(
+    wrapper: Callable[..., Any], fn: Callable[..., Any], context_type: type | None
+) -> None:
+    # mcp 2.x picks the parameter it injects its Context into from the type
+    # hints, and the input schema from the signature (through __wrapped__):
+    # one extra annotation on the wrapper asks for the Context without
+    # changing the schema. A new dict: functools.wraps shares fn's.
+    if context_type is not None:
+        wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), HIDDEN: context_type}

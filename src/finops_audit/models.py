@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["AuditLogEntry", "AuditStatus"]
 
@@ -32,7 +32,10 @@ class AuditLogEntry(BaseModel):
     ``timestamp`` is the timezone-aware UTC start of the call; ``parameters``
     holds every argument by parameter name (positional ones included) as it was
     when the call began; ``error_message`` reads like ``"ValueError: bad region"``
-    and is ``None`` on success.
+    and is ``None`` on success. The caller fields come from ``audit_context``
+    and, inside an MCP tool, from the SDK's request (client name and version,
+    request and session ids, authenticated client id); ``trace_id`` and
+    ``span_id`` from the active OpenTelemetry span. Unknown values are ``None``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -44,6 +47,15 @@ class AuditLogEntry(BaseModel):
     status: AuditStatus
     error_message: str | None = None
     execution_time_ms: float | None = None
+    user: str | None = None
+    client_name: str | None = None
+    client_version: str | None = None
+    session_id: str | None = None
+    request_id: str | None = None
+    auth_client_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("timestamp")
     @classmethod

@@ -19,14 +19,17 @@ import aiosqlite
 from .._chain import GENESIS, Chainer
 from ..exceptions import AuditStorageError
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
+from .base import CALLER_COLUMNS
 
 __all__ = ["backup", "purge", "verify"]
 
 _CHUNK = 5000
 _ROW = (
     "SELECT id, timestamp, tool_name, parameters, status, error_message, execution_time_ms, "
-    "row_hash FROM audit_logs WHERE id > ? ORDER BY id LIMIT ?"
+    + ", ".join(CALLER_COLUMNS)
+    + ", row_hash FROM audit_logs WHERE id > ? ORDER BY id LIMIT ?"
 )
+_HASH = 16  # index of row_hash in _ROW
 
 
 async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
@@ -64,7 +67,7 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
             break
         for row in rows:
             row_id = int(row[0])
-            row_hash = row[7]
+            row_hash = row[_HASH]
             if prev_id is None and row_id != 1:
                 cp = checkpoints.get(row_id - 1)
                 if cp is None:
@@ -112,7 +115,7 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
                 legacy += 1
                 prev_hash = GENESIS
             else:
-                expected = chainer.row_hash(row_id, row[1:7], prev_hash)
+                expected = chainer.row_hash(row_id, row[1:_HASH], prev_hash)
                 if expected != row_hash:
                     return bad(
                         row_id,

@@ -11,18 +11,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .._chain import Chainer
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 
-__all__ = ["AuditStore", "LogQuery", "Row"]
+__all__ = ["CALLER_COLUMNS", "AuditStore", "LogQuery", "Row"]
 
-#: One row as the writer stores it:
-#: (timestamp ISO text, tool_name, parameters JSON text, status, error_message, execution_time_ms)
-Row = tuple[str, str, str, str, "str | None", float]
+#: One row as the writer stores it: (timestamp ISO text, tool_name, parameters
+#: JSON text, status, error_message, execution_time_ms, *CALLER_COLUMNS).
+Row = tuple[Any, ...]
+
+#: The caller columns, in row order (labels is JSON text).
+CALLER_COLUMNS = (
+    "user",
+    "client_name",
+    "client_version",
+    "session_id",
+    "request_id",
+    "auth_client_id",
+    "trace_id",
+    "span_id",
+    "labels",
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,8 @@ class LogQuery:
     #: Match rows whose parameters contain this value (as text), or its pseudonym.
     parameter_value: str | None = None
     pseudonym: str | None = None
+    #: Exact-match filters on caller columns, e.g. {"user": "alice"}.
+    caller: tuple[tuple[str, str], ...] = ()
 
 
 @runtime_checkable

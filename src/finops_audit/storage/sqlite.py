@@ -38,13 +38,13 @@ from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 from . import _sqlite_analytics as analytics_sql
 from . import _sqlite_maintenance as maintenance_sql
-from .base import LogQuery, Row
+from .base import CALLER_COLUMNS, LogQuery, Row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteAuditStore", "format_timestamp"]
 
 logger = logging.getLogger("finops_audit")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_logs (
@@ -55,7 +55,16 @@ CREATE TABLE IF NOT EXISTS audit_logs (
     status TEXT NOT NULL,
     error_message TEXT,
     execution_time_ms REAL,
-    row_hash TEXT
+    row_hash TEXT,
+    user TEXT,
+    client_name TEXT,
+    client_version TEXT,
+    session_id TEXT,
+    request_id TEXT,
+    auth_client_id TEXT,
+    trace_id TEXT,
+    span_id TEXT,
+    labels TEXT
 );
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -76,10 +85,13 @@ _INSERT = (
     "(timestamp, tool_name, parameters, status, error_message, execution_time_ms) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_ROW_COLUMNS = (
+    "timestamp, tool_name, parameters, status, error_message, execution_time_ms, "
+    + ", ".join(CALLER_COLUMNS)
+)
+_INSERT_ROW = f"INSERT INTO audit_logs ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 _INSERT_CHAINED = (
-    "INSERT INTO audit_logs "
-    "(id, timestamp, tool_name, parameters, status, error_message, execution_time_ms, row_hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash) VALUES ({', '.join('?' * 17)})"
 )
 # The chain's tail, read under the write lock: last id ever given, its hash (if
 # the row still exists) and, if it was purged, the checkpoint's hash.
@@ -91,7 +103,7 @@ SELECT s.seq,
         ORDER BY id DESC LIMIT 1)
 FROM sqlite_sequence AS s WHERE s.name = 'audit_logs'
 """
-_COLUMNS = "id, timestamp, tool_name, parameters, status, error_message, execution_time_ms"
+_COLUMNS = f"id, {_ROW_COLUMNS}"
 
 
 def format_timestamp(value: datetime) -> str:
@@ -189,7 +201,7 @@ class SQLiteAuditStore:
         try:
             await conn.execute("BEGIN IMMEDIATE")
             if self.chainer is None:
-                await conn.executemany(_INSERT, rows)
+                await conn.executemany(_INSERT_ROW, rows)
             else:
                 tail = await conn.execute_fetchall(_CHAIN_TAIL)
                 last_id, prev = _chain_tail(next(iter(tail), None))
@@ -333,8 +345,9 @@ def _chain_tail(row: Any) -> tuple[int, str]:
 async def _migrate(conn: aiosqlite.Connection) -> None:
     """Upgrade older trails in place (the design note's schema is version 0)."""
     columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
-    if "row_hash" not in columns:
-        await conn.execute("ALTER TABLE audit_logs ADD COLUMN row_hash TEXT")
+    for column in ("row_hash", *CALLER_COLUMNS):
+        if column not in columns:
+            await conn.execute(f"ALTER TABLE audit_logs ADD COLUMN {column} TEXT")
     version = await conn.execute_fetchall("PRAGMA user_version")
     if int(next(iter(version))[0]) < SCHEMA_VERSION:
         await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -369,6 +382,10 @@ def build_where(query: LogQuery) -> tuple[str, list[Any]]:
     if query.until is not None:
         where.append("timestamp <= ?")
         params.append(format_timestamp(query.until))
+    for column, value in query.caller:
+        assert column in CALLER_COLUMNS
+        where.append(f"{column} = ?")
+        params.append(value)
     if query.parameter_value is not None:
         needles = [_json_text(query.parameter_value)]
         if query.pseudonym is not None:
@@ -393,7 +410,8 @@ def _parse_ts(text: str) -> datetime:
 
 def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
     """Build the public model from a stored row, tolerating rows older code wrote."""
-    ident, ts, tool, params, status, error, elapsed = row
+    ident, ts, tool, params, status, error, elapsed = row[:7]
+    user, name, version, session, request, auth, trace, span, labels = row[7:16]
     return AuditLogEntry(
         id=ident,
         timestamp=_parse_ts(ts),
@@ -402,4 +420,23 @@ def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
         status=AuditStatus(status),
         error_message=error,
         execution_time_ms=elapsed,
+        user=user,
+        client_name=name,
+        client_version=version,
+        session_id=session,
+        request_id=request,
+        auth_client_id=auth,
+        trace_id=trace,
+        span_id=span,
+        labels=_labels(labels),
     )
+
+
+def _labels(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {"$unparsed": text}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
