@@ -39,11 +39,14 @@ __all__ = [
     "truncate_encoded",
 ]
 
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+# No OPT_NON_STR_KEYS: {1: .., "1": ..} would become a duplicate key. Non-string
+# keys (never in MCP arguments, which are JSON) take the slow, exact path.
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _MAX_FALLBACK_DEPTH = 64
 _MAX_REPR = 1000
 TRUNCATED_KEY = "$truncated"
 _CONTEXT_RE = re.compile(r"(?<![A-Za-z0-9_])Context\b")
+_LONG_INT = re.compile(r"[0-9]{19}")
 
 ParamSnapshot = Callable[[tuple[Any, ...], dict[str, Any]], bytes]
 
@@ -89,12 +92,15 @@ def _orjson_default(obj: Any) -> Any:
     return _typed(obj, repr=_safe_repr(obj))
 
 
+def _clean(text: str) -> str:
+    """Lone surrogates cannot be stored as UTF-8: keep them as readable escapes."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _jsonable(obj: Any, depth: int, seen: set[int]) -> Any:
     """Total, bounded conversion to JSON-safe values (the slow path)."""
     if obj is None or isinstance(obj, (bool, int, str)):
-        if isinstance(obj, str):
-            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
-        return obj
+        return _clean(obj) if isinstance(obj, str) else obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else repr(obj)
     if depth >= _MAX_FALLBACK_DEPTH:
@@ -105,10 +111,13 @@ def _jsonable(obj: Any, depth: int, seen: set[int]) -> Any:
         seen.add(id(obj))
         try:
             if isinstance(obj, Mapping):
-                return {
-                    (k if isinstance(k, str) else _safe_repr(k)): _jsonable(v, depth + 1, seen)
-                    for k, v in list(obj.items())
-                }
+                out: dict[str, Any] = {}
+                for k, v in list(obj.items()):
+                    key = _clean(k) if isinstance(k, str) else _safe_repr(k)
+                    if key in out:  # e.g. 1 and "1": keep both, say which is which
+                        key = f"{key} ({type(k).__qualname__})"
+                    out[key] = _jsonable(v, depth + 1, seen)
+                return out
             return [_jsonable(v, depth + 1, seen) for v in list(obj)]
         finally:
             seen.discard(id(obj))
@@ -160,6 +169,18 @@ def _has_nonfinite(values: Any) -> bool:
         # x - x is 0.0 for every finite float and NaN for NaN and the infinities.
         if value.__class__ is float and value - value != 0.0:
             return True
+    return False
+
+
+def _nested_nonfinite(value: Any, depth: int) -> bool:
+    if value.__class__ is float:
+        return bool(value - value != 0.0)
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        return any(_nested_nonfinite(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_nested_nonfinite(v, depth + 1) for v in value)
     return False
 
 
@@ -223,6 +244,11 @@ def make_param_snapshot(fn: Callable[..., Any], max_bytes: int = 1 << 62) -> Par
                 out = orjson.dumps(params, default=_orjson_default, option=_ORJSON_OPTIONS)
             except Exception:
                 out = slow_dumps(params)
+            else:
+                # orjson writes nested NaN/inf as null too: only where a null
+                # appears at all and a parameter may hold floats, look deeper.
+                if check_floats and b"null" in out and _nested_nonfinite(params, 0):
+                    out = slow_dumps(params)
         if len(out) > max_bytes:
             out = truncate_encoded(out, max_bytes)
         return out
@@ -237,7 +263,10 @@ def describe_exception(exc: BaseException) -> str:
         message = str(exc)
     except Exception:
         message = f"<unprintable {name} object>"
-    return f"{name}: {message}" if message else name
+    text = f"{name}: {message}" if message else name
+    if not text.isascii():  # lone surrogates cannot be stored as UTF-8
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def decode_parameters(text: str | bytes | None) -> dict[str, Any]:
@@ -245,8 +274,11 @@ def decode_parameters(text: str | bytes | None) -> dict[str, Any]:
     if text is None or text == "":
         return {}
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        # orjson reads integers beyond 64 bits as floats; json keeps them exact.
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        value = json.loads(text) if _LONG_INT.search(text) else orjson.loads(text)
+    except (orjson.JSONDecodeError, ValueError):
         try:
             value = json.loads(text)
         except (ValueError, TypeError):

@@ -31,6 +31,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -147,6 +148,7 @@ class AuditWriter:
         self._last_error: str | None = None
         self._last_drop_warning = 0.0
         self._gap: list[Any] | None = None  # [count, first_ns, last_ns, reason]
+        self._give_up_at = float("inf")
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ producers
@@ -183,13 +185,21 @@ class AuditWriter:
         """Wait (without blocking the loop) for room, up to ``block_timeout``, then submit."""
         deadline = time.monotonic() + self._settings.block_timeout
         delay = 0.0005
-        while self._running and len(self._queue) >= self._max:
-            if time.monotonic() >= deadline or self._last_error is not None:
-                self._drop(1, "the queue stayed full for block_timeout")
-                return
-            self._wake()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.02)
+        try:
+            while self._running and len(self._queue) >= self._max:
+                if time.monotonic() >= deadline or self._last_error is not None:
+                    self._drop(1, "the queue stayed full for block_timeout")
+                    return
+                self._wake()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        except asyncio.CancelledError:
+            # The caller is going away; its entry is not: one over the bound.
+            if self._running:
+                self._queue.append(entry)
+            else:
+                self._drop(1, "the service is closed")
+            raise
         self.submit(entry)
 
     def _submit_slow(self, entry: Entry) -> None:
@@ -297,10 +307,10 @@ class AuditWriter:
 
     def close(self, timeout: float | None = None) -> None:
         """Drain everything accepted, stop the writer. Safe to call twice."""
-        thread = self._begin_close()
+        wait = self._settings.close_timeout if timeout is None else timeout
+        thread = self._begin_close(wait)
         if thread is None:
             return
-        wait = self._settings.close_timeout if timeout is None else timeout
         try:
             self._stopped.result(timeout=wait)
         except concurrent.futures.TimeoutError:
@@ -313,10 +323,10 @@ class AuditWriter:
 
     async def aclose(self, timeout: float | None = None) -> None:
         """:meth:`close` for async code: awaits the drain without blocking the loop."""
-        thread = self._begin_close()
+        wait = self._settings.close_timeout if timeout is None else timeout
+        thread = self._begin_close(wait)
         if thread is None:
             return
-        wait = self._settings.close_timeout if timeout is None else timeout
         try:
             await asyncio.wait_for(asyncio.wrap_future(self._stopped), wait)
         except asyncio.TimeoutError:
@@ -326,15 +336,21 @@ class AuditWriter:
             ) from None
         self._finish_close()
 
-    def _begin_close(self) -> threading.Thread | None:
+    def _begin_close(self, wait: float) -> threading.Thread | None:
         if self._pid != os.getpid():
             self._after_fork()
+        # A fault that does not clear is given up on before close() stops
+        # waiting, so close() can say how many entries were lost.
+        self._give_up_at = time.monotonic() + wait * 0.8
         with self._lock:
             first = not self._closed
             self._closed = True
             thread = self._thread if self._running else None
             if thread is not None and first:
                 self._stopping = True
+                # New calls now take the slow path and are counted as dropped,
+                # so a drain cannot be outrun by callers that keep calling.
+                self._running = False
         if thread is None:
             if self._queue:  # accepted by nobody's writer: count, never silently
                 self._drop(sum(1 for e in self._queue if type(e) is tuple), "the service closed")
@@ -529,8 +545,11 @@ class AuditWriter:
             if entries:
                 await self._write(self._formatter.rows(entries))
             self._inflight = 0
-            if marker is not None and not marker.future.done():
-                marker.future.set_result(None)
+            if marker is not None:
+                if self._gap is not None:
+                    await self._write_gap()  # a flush covers the drops made before it
+                if not marker.future.done():
+                    marker.future.set_result(None)
 
     async def _write_gap(self) -> None:
         with self._lock:
@@ -563,26 +582,33 @@ class AuditWriter:
 
     async def _write(self, rows: list[Row], *, count_written: bool = True) -> None:
         delay = 0.01
-        give_up_at: float | None = None
+        sanitized = False
         while True:
             try:
                 await self._store.write_batch(rows)
             except Exception as exc:
                 self._record_error(exc)
-                if self._stopping:
-                    now = time.monotonic()
-                    if give_up_at is None:
-                        give_up_at = now + self._settings.close_timeout * 0.9
-                    if now >= give_up_at:
-                        self._lost += len(rows)
-                        logger.error(
-                            "finops_audit gave up writing %d audit entries to %s at shutdown: %s",
-                            len(rows),
-                            self._store.describe(),
-                            self._last_error,
-                        )
-                        return
-                await asyncio.sleep(delay)
+                if _is_data_error(exc):
+                    # Retrying cannot help a row the database refuses (e.g. a
+                    # lone surrogate): clean the text once, then row by row.
+                    if not sanitized:
+                        rows = [_sanitize(row) for row in rows]
+                        sanitized = True
+                        continue
+                    await self._write_one_by_one(rows, count_written)
+                    return
+                now = time.monotonic()
+                if self._stopping and now >= self._give_up_at:
+                    self._lost += len(rows)
+                    logger.error(
+                        "finops_audit gave up writing %d audit entries to %s at shutdown: %s",
+                        len(rows),
+                        self._store.describe(),
+                        self._last_error,
+                    )
+                    return
+                pause = delay if not self._stopping else min(delay, self._give_up_at - now)
+                await self._backoff(max(pause, 0.001))
                 delay = min(delay * 2, 1.0)
                 continue
             if count_written:
@@ -596,6 +622,32 @@ class AuditWriter:
                 self._last_error = None
             return
 
+    async def _backoff(self, seconds: float) -> None:
+        """Sleep before a retry; close() and flush() cut it short (through _wake)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        handle = loop.call_later(seconds, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+    async def _write_one_by_one(self, rows: list[Row], count_written: bool) -> None:
+        for row in rows:
+            try:
+                await self._store.write_batch([row])
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    await self._write([row], count_written=count_written)
+                    continue
+                self._lost += 1
+                logger.error("finops_audit could not store an audit entry of %r: %r", row[1], exc)
+            else:
+                if count_written:
+                    self._written += 1
+
     def _record_error(self, exc: BaseException) -> None:
         self._failed_writes += 1
         message = f"{type(exc).__name__}: {exc}"
@@ -606,6 +658,29 @@ class AuditWriter:
                 message,
             )
         self._last_error = message
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A row the database refuses, as opposed to a database that is unavailable."""
+    return isinstance(
+        exc,
+        (
+            UnicodeError,
+            ValueError,
+            TypeError,
+            OverflowError,
+            sqlite3.InterfaceError,
+            sqlite3.ProgrammingError,
+            sqlite3.DataError,
+        ),
+    ) and not isinstance(exc, AuditStorageError)
+
+
+def _sanitize(row: Row) -> Row:
+    return tuple(
+        v.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(v, str) else v
+        for v in row
+    )
 
 
 # ---------------------------------------------------------------------- process hooks

@@ -150,11 +150,36 @@ class AuditSettings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_batch_fits_queue(cls, data: Any) -> Any:
+        # A small queue alone is a valid choice: the default batch shrinks to fit.
+        if isinstance(data, dict) and "batch_size" not in data and "queue_size" in data:
+            try:
+                queue = int(data["queue_size"])
+            except (TypeError, ValueError):
+                return data
+            if 1 <= queue < 1000:
+                data = {**data, "batch_size": queue}
+        return data
+
+    @field_validator("db_path")
+    @classmethod
+    def _a_file(cls, value: Path) -> Path:
+        text = str(value)
+        if text == ":memory:" or text.startswith("file:") or text == "":
+            raise ValueError(
+                "must be a file path: an in-memory database would lose the trail "
+                "(use a temporary file in tests)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _batch_fits_queue(self) -> AuditSettings:
         if self.batch_size > self.queue_size:
             raise ValueError(
-                f"batch_size ({self.batch_size}) must not exceed queue_size ({self.queue_size})"
+                f"AUDIT_BATCH_SIZE / batch_size ({self.batch_size}) must not exceed "
+                f"AUDIT_QUEUE_SIZE / queue_size ({self.queue_size})"
             )
         return self
 
@@ -183,5 +208,8 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
             shown = f"unknown setting {field!r}"
         else:
             shown = "settings"
-        parts.append(f"{shown} is invalid: {err['msg']}")
+        message = err["msg"]
+        if err.get("type", "").startswith("bool"):
+            message += " (accepted: true/false, 1/0, yes/no, on/off)"
+        parts.append(f"{shown} is invalid: {message}")
     return "; ".join(parts)

@@ -61,6 +61,7 @@ def _prepare(
     tool_name = name if name is not None else getattr(fn, "__name__", None) or repr(fn)
     if not isinstance(tool_name, str) or not tool_name:
         raise TypeError(f"name must be a non-empty string, not {name!r}")
+    tool_name = tool_name.encode("utf-8", "backslashreplace").decode("utf-8")
     if service is not None:
         writer = service._writer
 

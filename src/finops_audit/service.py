@@ -7,6 +7,7 @@ the ``AUDIT_*`` settings, so the design note's bare ``@audit_tool`` just works.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -74,20 +75,21 @@ class AuditService:
             hmac_keys=settings.hmac_fields,
             custom=redactor,
         )
-        retention = self._apply_retention if settings.retention_days is not None else None
-        self._writer = AuditWriter(self._make_store, settings, self.redactor, retention)
-
-    async def _apply_retention(self, store: AuditStore) -> PurgeReport:
-        days = self.settings.retention_days or 0.0
-        return await store.purge(datetime.now(timezone.utc) - timedelta(days=days), self._verifier)
-
-    def _make_store(self) -> AuditStore:
-        return SQLiteAuditStore(
-            self.settings.db_path,
-            synchronous=self.settings.synchronous,
-            busy_timeout=self.settings.busy_timeout,
+        # The writer outlives an unclosed service (it is drained at exit), so
+        # nothing it holds may refer back to the service: plain partials.
+        retention = (
+            functools.partial(_apply_retention, settings.retention_days, self._verifier)
+            if settings.retention_days is not None
+            else None
+        )
+        store_factory = functools.partial(
+            SQLiteAuditStore,
+            settings.db_path,
+            synchronous=settings.synchronous,
+            busy_timeout=settings.busy_timeout,
             chainer=self._chainer,
         )
+        self._writer = AuditWriter(store_factory, settings, self.redactor, retention)
 
     @property
     def db_path(self) -> Path:
@@ -396,6 +398,10 @@ class AuditService:
                 stacklevel=2,
                 source=self,
             )
+
+
+async def _apply_retention(days: float, chainer: Chainer, store: AuditStore) -> PurgeReport:
+    return await store.purge(datetime.now(timezone.utc) - timedelta(days=days), chainer)
 
 
 def _bucket_seconds(bucket: str | int | timedelta) -> int:
