@@ -120,6 +120,7 @@ class AuditWriter:
         self._settings = settings
         self._max = settings.queue_size
         self._batch = settings.batch_size
+        self._adaptive = settings.overflow_policy == "block"
         self._interval = settings.flush_interval
         self._policy = settings.overflow_policy
         self._init_runtime()
@@ -149,6 +150,12 @@ class AuditWriter:
         self._last_drop_warning = 0.0
         self._gap: list[Any] | None = None  # [count, first_ns, last_ns, reason]
         self._give_up_at = float("inf")
+        # Under the block policy callers wait once the queue holds about one
+        # flush interval of the writer's measured throughput (plus a batch):
+        # that bounds what a SIGKILL can lose. During a database fault the
+        # whole queue_size buffers instead. drop/raise always use queue_size.
+        self._limit = min(self._max, self._batch * 10) if self._adaptive else self._max
+        self._rate = 0.0
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ producers
@@ -157,7 +164,7 @@ class AuditWriter:
         """Hand one entry over; the caller's whole cost. Never raises, except
         :class:`AuditQueueFullError` under the ``raise`` policy."""
         q = self._queue
-        if self._running and len(q) < self._max:
+        if self._running and len(q) < self._limit:
             q.append(entry)
             if len(q) >= self._batch and not self._wake_sent:
                 self._wake()
@@ -171,7 +178,7 @@ class AuditWriter:
         backpressure never blocks their event loop.
         """
         q = self._queue
-        if self._running and len(q) < self._max:
+        if self._running and len(q) < self._limit:
             q.append(entry)
             if len(q) >= self._batch and not self._wake_sent:
                 self._wake()
@@ -186,8 +193,8 @@ class AuditWriter:
         deadline = time.monotonic() + self._settings.block_timeout
         delay = 0.0005
         try:
-            while self._running and len(self._queue) >= self._max:
-                if time.monotonic() >= deadline or self._last_error is not None:
+            while self._running and len(self._queue) >= self._limit:
+                if time.monotonic() >= deadline or len(self._queue) >= self._max:
                     self._drop(1, "the queue stayed full for block_timeout")
                     return
                 self._wake()
@@ -214,7 +221,7 @@ class AuditWriter:
             except Exception as exc:
                 self._drop(1, f"the writer could not start: {exc}")
                 return
-            if len(self._queue) < self._max:
+            if len(self._queue) < self._limit:
                 self.submit(entry)
                 return
         if self._policy == "drop":
@@ -227,15 +234,16 @@ class AuditWriter:
             )
         deadline = time.monotonic() + self._settings.block_timeout
         q = self._queue
-        while len(q) >= self._max:
+        while len(q) >= self._limit:
             remaining = deadline - time.monotonic()
-            # Backpressure against a slow disk, yes; against a broken one it
-            # would only slow every tool down, so drop (counted) at once.
-            if remaining <= 0 or not self._running or self._last_error is not None:
+            # Backpressure against a slow disk, yes; against a broken one
+            # (the whole queue_size is full) it would only slow every tool
+            # down, so drop (counted) at once.
+            if remaining <= 0 or not self._running or len(q) >= self._max:
                 self._drop(1, "the queue stayed full for block_timeout")
                 return
             self._room.clear()
-            if len(q) < self._max:
+            if len(q) < self._limit:
                 break
             self._wake()
             self._room.wait(min(remaining, 0.05))
@@ -543,13 +551,24 @@ class AuditWriter:
             if not self._room.is_set():
                 self._room.set()
             if entries:
+                started = time.perf_counter()
                 await self._write(self._formatter.rows(entries))
+                if self._adaptive:
+                    self._adapt(len(entries), time.perf_counter() - started)
             self._inflight = 0
             if marker is not None:
                 if self._gap is not None:
                     await self._write_gap()  # a flush covers the drops made before it
                 if not marker.future.done():
                     marker.future.set_result(None)
+
+    def _adapt(self, rows: int, seconds: float) -> None:
+        if self._last_error is not None or seconds <= 0:
+            return
+        rate = rows / seconds
+        self._rate = rate if self._rate == 0.0 else 0.7 * self._rate + 0.3 * rate
+        limit = int(self._rate * self._interval) + self._batch
+        self._limit = max(self._batch, min(self._max, limit))
 
     async def _write_gap(self) -> None:
         with self._lock:
@@ -650,6 +669,7 @@ class AuditWriter:
 
     def _record_error(self, exc: BaseException) -> None:
         self._failed_writes += 1
+        self._limit = self._max  # buffer through the fault
         message = f"{type(exc).__name__}: {exc}"
         if message != self._last_error:
             logger.warning(

@@ -197,11 +197,6 @@ def test_folder_removed_while_running_is_recreated(tmp_path: Path) -> None:
         svc.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: get_logs keeps reading the removed file: SQLiteAuditStore.query reuses "
-    "its reader connection without the identity check write_batch does",
-)
 def test_get_logs_sees_the_recreated_file(tmp_path: Path) -> None:
     folder = tmp_path / "trail"
     db = folder / "audit.db"

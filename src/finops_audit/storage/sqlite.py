@@ -143,6 +143,7 @@ class SQLiteAuditStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._identity: tuple[int, int] | None = None
+        self._reader_identity: tuple[int, int] | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -229,8 +230,12 @@ class SQLiteAuditStore:
             logger.debug("closing a failed audit connection", exc_info=True)
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        if self._reader is not None and self._reader_identity != self._file_identity():
+            reader, self._reader = self._reader, None  # the file was removed or replaced
+            await reader.close()
         if self._reader is None:
             self._reader = await self._connect(write=False)
+            self._reader_identity = self._file_identity()
         return list(await self._reader.execute_fetchall(sql, params))
 
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
@@ -295,8 +300,8 @@ class SQLiteAuditStore:
         ]
 
     async def verify(self, chainer: Chainer) -> VerifyReport:
-        if self._reader is None:
-            self._reader = await self._connect(write=False)
+        await self._fetch("SELECT 1", ())  # (re)open the reader on the current file
+        assert self._reader is not None
         return await maintenance_sql.verify(self._reader, chainer)
 
     async def purge(self, cutoff: datetime, chainer: Chainer) -> PurgeReport:
