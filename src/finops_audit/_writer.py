@@ -120,7 +120,10 @@ class AuditWriter:
         self._settings = settings
         self._max = settings.queue_size
         self._batch = settings.batch_size
-        self._adaptive = settings.overflow_policy == "block"
+        # Only a queue of ten batches or more has room to adapt in.
+        self._adaptive = (
+            settings.overflow_policy == "block" and settings.queue_size >= 10 * settings.batch_size
+        )
         self._interval = settings.flush_interval
         self._policy = settings.overflow_policy
         self._init_runtime()
@@ -194,7 +197,7 @@ class AuditWriter:
         delay = 0.0005
         try:
             while self._running and len(self._queue) >= self._limit:
-                if time.monotonic() >= deadline or len(self._queue) >= self._max:
+                if time.monotonic() >= deadline or self._last_error is not None:
                     self._drop(1, "the queue stayed full for block_timeout")
                     return
                 self._wake()
@@ -237,9 +240,9 @@ class AuditWriter:
         while len(q) >= self._limit:
             remaining = deadline - time.monotonic()
             # Backpressure against a slow disk, yes; against a broken one
-            # (the whole queue_size is full) it would only slow every tool
-            # down, so drop (counted) at once.
-            if remaining <= 0 or not self._running or len(q) >= self._max:
+            # (whose fault already opened the whole queue_size) it would only
+            # slow every tool down, so drop (counted) at once.
+            if remaining <= 0 or not self._running or self._last_error is not None:
                 self._drop(1, "the queue stayed full for block_timeout")
                 return
             self._room.clear()
