@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._writer import AuditStats
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings
+from .context import AuditContext, audit_context
 from .decorators import audit_tool, audit_tool_sync
 from .exceptions import (
     AuditClosedError,
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "AuditClosedError",
     "AuditConfigError",
+    "AuditContext",
     "AuditError",
     "AuditLogEntry",
     "AuditQueueFullError",
@@ -46,6 +48,7 @@ __all__ = [
     "TimeBucket",
     "ToolStats",
     "__version__",
+    "audit_context",
     "audit_tool",
     "audit_tool_sync",
     "get_default_service",

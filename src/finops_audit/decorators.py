@@ -133,6 +133,8 @@ def _audit_async(
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
     get_slot = call_slot.get
+    set_slot = call_slot.set
+    reset_slot = call_slot.reset
 
     def offer(entry: Entry) -> AuditWriter | None:
         # Synchronous on purpose: creating and awaiting a coroutine per call
@@ -152,8 +154,10 @@ def _audit_async(
         wall = time_ns()
         caller = capture(kwargs.pop(HIDDEN, None) if hidden else None)
         slot = get_slot()
+        hide = None
         if slot is not None:
             slot.append(tool_name)
+            hide = set_slot(None)  # a decorated helper this tool calls is not the tool
         params = snapshot(args, kwargs)
         start = perf_ns()
         try:
@@ -166,6 +170,9 @@ def _audit_async(
             if waiting is not None:
                 await waiting.asubmit_wait(entry)
             raise
+        finally:
+            if hide is not None:
+                reset_slot(hide)
         entry = (tool_name, wall, perf_ns() - start, params, _SUCCESS, None, caller)
         waiting = offer(entry)
         if waiting is not None:
@@ -222,6 +229,8 @@ def _audit_sync(
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
     get_slot = call_slot.get
+    set_slot = call_slot.set
+    reset_slot = call_slot.reset
 
     def hand_off(entry: Entry) -> None:
         try:
@@ -236,8 +245,10 @@ def _audit_sync(
         wall = time_ns()
         caller = capture(kwargs.pop(HIDDEN, None) if hidden else None)
         slot = get_slot()
+        hide = None
         if slot is not None:
             slot.append(tool_name)
+            hide = set_slot(None)  # a decorated helper this tool calls is not the tool
         params = snapshot(args, kwargs)
         start = perf_ns()
         try:
@@ -247,6 +258,9 @@ def _audit_sync(
             error = describe_exception(exc)
             hand_off((tool_name, wall, elapsed, params, _FAILURE, error, caller))
             raise
+        finally:
+            if hide is not None:
+                reset_slot(hide)
         hand_off((tool_name, wall, perf_ns() - start, params, _SUCCESS, None, caller))
         return result
 
