@@ -261,16 +261,22 @@ def logs(
 
 def _logs_table(entries: list[AuditLogEntry], title: str) -> Table:
     table = Table(title=title)
-    for column in ("id", "timestamp (UTC)", "tool", "status", "ms", "parameters", "error"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("id", "tool"))
+    for column in ("id", "time (UTC)", "tool", "status", "ms", "client"):
+        table.add_column(
+            column, no_wrap=True, justify="right" if column in ("id", "ms") else "left"
+        )
+    table.add_column("parameters", overflow="fold", ratio=3)
+    table.add_column("error", overflow="fold", ratio=2)
     for e in entries:
+        client = "/".join(x for x in (e.client_name, e.client_version) if x) or e.user or ""
         table.add_row(
             str(e.id),
             e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             e.tool_name,
             "[green]SUCCESS[/]" if e.status is AuditStatus.SUCCESS else "[red]FAILURE[/]",
             f"{e.execution_time_ms:.3f}" if e.execution_time_ms is not None else "",
-            json.dumps(e.parameters, ensure_ascii=False)[:200],
+            client,
+            json.dumps(e.parameters, ensure_ascii=False)[:300],
             e.error_message or "",
         )
     return table

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -171,7 +172,11 @@ def fill_to_the_brim(stall: Stall, calls: int) -> threading.Thread:
     worker = threading.Thread(target=produce, daemon=True)
     worker.results = results  # type: ignore[attr-defined]
     worker.start()
-    wait_until(lambda: stall.svc.stats().pending == QUEUE + BATCH, what="a full queue")
+    wait_until(
+        lambda: stall.svc.stats().pending == QUEUE + BATCH or not worker.is_alive(),
+        what="a full queue",
+    )
+    assert stall.svc.stats().pending == QUEUE + BATCH, stall.svc.stats()
     return worker
 
 
@@ -213,7 +218,10 @@ async def test_block_policy_never_blocks_the_event_loop(stall_factory: Any) -> N
         return [await stall.aspend(seq=i) for i in range(calls)]
 
     producer = asyncio.create_task(produce())
-    while stall.svc.stats().pending < QUEUE + BATCH:  # bounded by the test timeout
+    deadline = time.monotonic() + 20
+    while stall.svc.stats().pending < QUEUE + BATCH:  # a bounded poll for a full queue
+        assert time.monotonic() < deadline, f"the queue never filled: {stall.svc.stats()}"
+        assert not producer.done(), f"the caller did not wait for room: {stall.svc.stats()}"
         await asyncio.sleep(0.001)
     # The producer now waits for room. Other tasks on the same loop must keep running.
     ticks = 0
