@@ -218,6 +218,9 @@ def _csv_row(e: AuditLogEntry) -> dict[str, Any]:
     default=None,
     help="Only entries whose parameters contain this value (or its HMAC pseudonym).",
 )
+@click.option("--user", default=None, help="Only calls made by this user (audit_context).")
+@click.option("--client", "client_name", default=None, help="Only calls from this MCP client.")
+@click.option("--session", "session_id", default=None, help="Only this MCP session.")
 @click.option("--limit", default=20, show_default=True, type=int)
 @click.option("--offset", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -230,6 +233,9 @@ def logs(
     since: str | None,
     until: str | None,
     parameter_value: str | None,
+    user: str | None,
+    client_name: str | None,
+    session_id: str | None,
     limit: int,
     offset: int,
     as_json: bool,
@@ -247,6 +253,9 @@ def logs(
             limit=limit,
             offset=offset,
             parameter_value=parameter_value,
+            user=user,
+            client_name=client_name,
+            session_id=session_id,
         )
     if as_json:
         for entry in entries:

@@ -115,6 +115,10 @@ class AuditService:
         limit: int = 100,
         offset: int = 0,
         parameter_value: str | None = None,
+        user: str | None = None,
+        client_name: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
     ) -> list[AuditLogEntry]:
         """Entries matching every given filter, newest first.
 
@@ -123,9 +127,11 @@ class AuditService:
         of calls that have already returned are always included: the call
         flushes first (read-your-writes). ``parameter_value`` finds entries
         whose parameters contain that text, also where it is stored only as its
-        HMAC pseudonym (``AUDIT_HMAC_KEY``).
+        HMAC pseudonym (``AUDIT_HMAC_KEY``). ``user``, ``client_name``,
+        ``session_id`` and ``request_id`` match the caller columns exactly.
         """
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
+        query = _with_caller(query, user, client_name, session_id, request_id)
         self._writer.flush(timeout=self.settings.close_timeout)
         return self._writer.run(lambda store: store.query(query))
 
@@ -138,9 +144,14 @@ class AuditService:
         limit: int = 100,
         offset: int = 0,
         parameter_value: str | None = None,
+        user: str | None = None,
+        client_name: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
     ) -> list[AuditLogEntry]:
         """:meth:`get_logs` for async code; never blocks the event loop."""
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
+        query = _with_caller(query, user, client_name, session_id, request_id)
         await self._writer.aflush(timeout=self.settings.close_timeout)
         return await self._writer.arun(lambda store: store.query(query))
 
@@ -398,6 +409,28 @@ class AuditService:
                 stacklevel=2,
                 source=self,
             )
+
+
+def _with_caller(
+    query: LogQuery,
+    user: str | None,
+    client_name: str | None,
+    session_id: str | None,
+    request_id: str | int | None,
+) -> LogQuery:
+    pairs = []
+    for name, value in (
+        ("user", user),
+        ("client_name", client_name),
+        ("session_id", session_id),
+        ("request_id", request_id),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise AuditConfigError(f"{name} must be a string, not {value!r}")
+        pairs.append((name, str(value)))
+    return replace(query, caller=tuple(pairs)) if pairs else query
 
 
 async def _apply_retention(days: float, chainer: Chainer, store: AuditStore) -> PurgeReport:
