@@ -192,20 +192,13 @@ def _entry_row(e: AuditLogEntry) -> dict[str, Any]:
     return e.model_dump(mode="json")
 
 
-_CSV_FIELDS = [
-    "id",
-    "timestamp",
-    "tool_name",
-    "status",
-    "execution_time_ms",
-    "error_message",
-    "parameters",
-]
+_CSV_FIELDS = list(AuditLogEntry.model_fields)
 
 
 def _csv_row(e: AuditLogEntry) -> dict[str, Any]:
     row = _entry_row(e)
     row["parameters"] = json.dumps(row["parameters"], ensure_ascii=False)
+    row["labels"] = json.dumps(row["labels"], ensure_ascii=False) if row["labels"] else ""
     return row
 
 
@@ -266,6 +259,23 @@ def logs(
         writer.writerows(_csv_row(e) for e in entries)
     else:
         Console().print(_logs_table(entries, f"{len(entries)} audit entries, newest first"))
+
+
+def _slow_table(entries: list[AuditLogEntry]) -> Table:
+    table = Table(title=f"The {len(entries)} slowest calls")
+    for column in ("ms", "tool", "time (UTC)", "status", "id"):
+        table.add_column(
+            column, no_wrap=True, justify="right" if column in ("ms", "id") else "left"
+        )
+    for e in entries:
+        table.add_row(
+            f"{e.execution_time_ms:.3f}" if e.execution_time_ms is not None else "",
+            e.tool_name,
+            e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            e.status.value,
+            str(e.id),
+        )
+    return table
 
 
 def _logs_table(entries: list[AuditLogEntry], title: str) -> Table:
@@ -432,7 +442,7 @@ def stats(
         console.print("No calls in this window.")
         return
     console.print(_tool_table(tools))
-    console.print(_logs_table(slow, f"The {len(slow)} slowest calls"))
+    console.print(_slow_table(slow))
     if errors:
         console.print(_error_table(errors))
     table = Table(title=f"Calls per {bucket}")
