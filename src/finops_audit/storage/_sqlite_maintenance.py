@@ -121,7 +121,12 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
                         row_id,
                         f"row {row_id} does not match its hash: it was "
                         "modified, inserted or moved"
-                        + ("" if keyed else " (or the trail is keyed: set AUDIT_HMAC_KEY)"),
+                        + (
+                            # the first chained row failing is what a wrong key looks like
+                            " (or the key is wrong: check AUDIT_HMAC_KEY)"
+                            if checked == legacy
+                            else ""
+                        ),
                         checked,
                         legacy,
                         through,
