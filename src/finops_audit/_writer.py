@@ -159,6 +159,8 @@ class AuditWriter:
         # whole queue_size buffers instead. drop/raise always use queue_size.
         self._limit = min(self._max, self._batch * 10) if self._adaptive else self._max
         self._rate = 0.0
+        self._write_started: float | None = None
+        self._stall_after = max(0.25, 4 * self._interval)
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ producers
@@ -196,7 +198,11 @@ class AuditWriter:
         deadline = time.monotonic() + self._settings.block_timeout
         delay = 0.0005
         try:
-            while self._running and len(self._queue) >= self._limit:
+            while (
+                self._running
+                and len(self._queue) >= self._limit
+                and not (self._stalled() and len(self._queue) < self._max)
+            ):
                 if time.monotonic() >= deadline or self._last_error is not None:
                     self._drop(1, "the queue stayed full for block_timeout")
                     return
@@ -237,7 +243,7 @@ class AuditWriter:
             )
         deadline = time.monotonic() + self._settings.block_timeout
         q = self._queue
-        while len(q) >= self._limit:
+        while len(q) >= self._limit and not (self._stalled() and len(q) < self._max):
             remaining = deadline - time.monotonic()
             # Backpressure against a slow disk, yes; against a broken one
             # (whose fault already opened the whole queue_size) it would only
@@ -251,6 +257,18 @@ class AuditWriter:
             self._wake()
             self._room.wait(min(remaining, 0.05))
         q.append(entry)
+
+    def _stalled(self) -> bool:
+        """Is a write stuck (another process holds the lock, a slow disk)?
+
+        Then the adaptive bound would only make callers wait on a writer that
+        cannot drain: open the whole queue_size, as for a recorded fault.
+        """
+        started = self._write_started
+        if started is None or time.monotonic() - started < self._stall_after:
+            return False
+        self._limit = self._max
+        return True
 
     def _drop(self, count: int, reason: str) -> None:
         wall = time.time_ns()
@@ -555,7 +573,11 @@ class AuditWriter:
                 self._room.set()
             if entries:
                 started = time.perf_counter()
-                await self._write(self._formatter.rows(entries))
+                self._write_started = time.monotonic()
+                try:
+                    await self._write(self._formatter.rows(entries))
+                finally:
+                    self._write_started = None
                 if self._adaptive:
                     self._adapt(len(entries), time.perf_counter() - started)
             self._inflight = 0

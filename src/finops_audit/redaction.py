@@ -133,6 +133,21 @@ _ACCOUNT_ID = r"(?<![0-9])[0-9]{12}(?![0-9])"
 _ARN = r"\barn:aws[a-zA-Z-]*:[a-zA-Z0-9-]*:[a-z0-9-]*:[0-9]{0,12}:[^\s\"',]+"
 
 
+def _trie(words: list[str]) -> str:
+    """One alternation per first letter (``a(?:uth|pikey)|b(?:earer)``): ~2x faster in ``re``."""
+    groups: dict[str, list[str]] = {}
+    for word in words:
+        if word:
+            groups.setdefault(word[0], []).append(word[1:])
+    parts = []
+    for first, rests in sorted(groups.items()):
+        if "" in rests:  # the bare letter already matches every longer word
+            parts.append(re.escape(first))
+        else:
+            parts.append(re.escape(first) + "(?:" + "|".join(map(re.escape, sorted(rests))) + ")")
+    return "|".join(parts)
+
+
 def normalise_key(key: str) -> str:
     return _SEPARATORS.sub("", key).lower()
 
@@ -164,8 +179,8 @@ class Redactor:
         self._ids = re.compile("|".join(f"(?:{p})" for p in ids)) if ids else None
         self._custom = custom
         self._extra_values = [re.compile(p) for p in extra_patterns]
-        roots = sorted(_ROOTS | self._keys_extra(extra_keys) | self._hmac_names)
-        self._roots_re = re.compile(b"|".join(re.escape(r.encode()) for r in roots))
+        roots = _ROOTS | self._keys_extra(extra_keys) | self._hmac_names
+        self._roots_re = re.compile(_trie(sorted(roots)).encode())
 
     @staticmethod
     def _keys_extra(keys: Iterable[str]) -> set[str]:
