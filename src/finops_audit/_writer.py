@@ -150,7 +150,7 @@ class AuditWriter:
         self._lost = 0
         self._failed_writes = 0
         self._last_error: str | None = None
-        self._last_drop_warning = 0.0
+        self._last_drop_warning = -_WARN_INTERVAL  # the first drop is always warned about
         self._gap: list[Any] | None = None  # [count, first_ns, last_ns, reason]
         self._give_up_at = float("inf")
         # Under the block policy callers wait once the queue holds about one
@@ -197,26 +197,48 @@ class AuditWriter:
         """Wait (without blocking the loop) for room, up to ``block_timeout``, then submit."""
         deadline = time.monotonic() + self._settings.block_timeout
         delay = 0.0005
+        q = self._queue
         try:
-            while (
-                self._running
-                and len(self._queue) >= self._limit
-                and not (self._stalled() and len(self._queue) < self._max)
-            ):
-                if time.monotonic() >= deadline or self._last_error is not None:
+            while len(q) >= self._limit:
+                verdict = self._room_verdict(deadline)
+                if verdict == "drop":
                     self._drop(1, "the queue stayed full for block_timeout")
                     return
+                if verdict == "admit":
+                    break
                 self._wake()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.02)
         except asyncio.CancelledError:
             # The caller is going away; its entry is not: one over the bound.
             if self._running:
-                self._queue.append(entry)
+                self._admit(entry)
             else:
                 self._drop(1, "the service is closed")
             raise
-        self.submit(entry)
+        self._admit(entry)
+
+    def _room_verdict(self, deadline: float) -> str:
+        """While a blocked caller waits: keep ``"wait"``ing, ``"admit"`` or ``"drop"``.
+
+        The adaptive bound only paces callers: once their wait is over, or the
+        writer is stuck in a write (a lock held by another process), they are
+        admitted as long as the hard ``queue_size`` has room. Entries are
+        dropped (counted) only when ``queue_size`` itself is full: after the
+        wait, or at once during a recorded database fault.
+        """
+        if not self._running:
+            return "drop"
+        over = time.monotonic() >= deadline
+        if len(self._queue) < self._max:
+            return "admit" if over or self._stalled() else "wait"
+        return "drop" if over or self._last_error is not None else "wait"
+
+    def _admit(self, entry: Entry) -> None:
+        q = self._queue
+        q.append(entry)
+        if len(q) >= self._batch and not self._wake_sent:
+            self._wake()
 
     def _submit_slow(self, entry: Entry) -> None:
         if self._pid != os.getpid():
@@ -243,20 +265,19 @@ class AuditWriter:
             )
         deadline = time.monotonic() + self._settings.block_timeout
         q = self._queue
-        while len(q) >= self._limit and not (self._stalled() and len(q) < self._max):
-            remaining = deadline - time.monotonic()
-            # Backpressure against a slow disk, yes; against a broken one
-            # (whose fault already opened the whole queue_size) it would only
-            # slow every tool down, so drop (counted) at once.
-            if remaining <= 0 or not self._running or self._last_error is not None:
+        while len(q) >= self._limit:
+            verdict = self._room_verdict(deadline)
+            if verdict == "drop":
                 self._drop(1, "the queue stayed full for block_timeout")
                 return
+            if verdict == "admit":
+                break
             self._room.clear()
             if len(q) < self._limit:
                 break
             self._wake()
-            self._room.wait(min(remaining, 0.05))
-        q.append(entry)
+            self._room.wait(min(max(deadline - time.monotonic(), 0.001), 0.05))
+        self._admit(entry)
 
     def _stalled(self) -> bool:
         """Is a write stuck (another process holds the lock, a slow disk)?

@@ -107,14 +107,6 @@ def test_write_lock_held_by_another_process(
         svc.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: while another process holds the write lock for less than busy_timeout "
-    "(5 s by default) no fault is recorded, so the block policy keeps the adaptive queue "
-    "limit (about one flush interval of throughput) and callers block for block_timeout, "
-    "then drop, although queue_size has room (_writer.AuditWriter._limit only opens to "
-    "queue_size in _record_error)",
-)
 def test_write_lock_held_for_less_than_busy_timeout(tmp_path: Path) -> None:
     """The default busy_timeout (5 s): the writer waits inside SQLite and records no
     error yet. Calls must still return without dropping while queue_size has room."""
