@@ -62,6 +62,9 @@ class Chainer:
             row_id += 1
         return out, prev_hash
 
+    def meta_signature(self, key: str, value: str) -> str:
+        return self.digest(orjson.dumps(["meta", key, value]))
+
     def checkpoint_signature(
         self, through_id: int, last_hash: str, rows_purged: int, created_at: str
     ) -> str:

@@ -88,6 +88,7 @@ class AuditService:
             synchronous=settings.synchronous,
             busy_timeout=settings.busy_timeout,
             chainer=self._chainer,
+            signer=self._verifier,
         )
         self._writer = AuditWriter(store_factory, settings, self.redactor, retention)
 

@@ -468,11 +468,6 @@ def test_bad_setting_in_environment(db_path: Path, trail: list[AuditLogEntry]) -
     assert "AUDIT_BATCH_SIZE='lots' is invalid" in _one_error_line(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli._user_errors maps only AuditError; OSError from export's "
-    "output.open() escapes as a traceback",
-)
 def test_export_to_a_missing_folder(db_path: Path, trail: list[AuditLogEntry]) -> None:
     result = CliRunner().invoke(main, ["export", "--db", str(db_path), "/nonexistent/out.jsonl"])
     assert result.exit_code == 1
@@ -480,11 +475,6 @@ def test_export_to_a_missing_folder(db_path: Path, trail: list[AuditLogEntry]) -
     assert "/nonexistent/out.jsonl" in _one_error_line(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sqlite3.DatabaseError from the store's reader is not wrapped in "
-    "AuditStorageError, so `logs --db notes.txt` prints a traceback",
-)
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a database\n" * 200)
@@ -494,11 +484,6 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     assert "notes.txt" in _one_error_line(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: storage/_sqlite_maintenance.backup lets OSError from "
-    "dest.parent.mkdir()/os.open() escape instead of raising AuditStorageError",
-)
 def test_backup_into_a_path_under_a_file(
     tmp_path: Path, db_path: Path, trail: list[AuditLogEntry]
 ) -> None:

@@ -126,22 +126,7 @@ TAMPERING: dict[str, tuple[list[str], int]] = {
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: verify reports the first surviving row (2), not the first "
-                "missing id (1) that VerifyReport documents, when the oldest rows are deleted",
-            ),
-        )
-        if case == "deleted-first"
-        else case
-        for case in sorted(TAMPERING)
-    ],
-)
+@pytest.mark.parametrize("case", sorted(TAMPERING))
 def test_verify_reports_the_first_bad_row(db_path: Path, case: str) -> None:
     statements, first_bad = TAMPERING[case]
     make_trail(db_path)
@@ -221,11 +206,6 @@ def test_keyed_chain_with_the_key_recomputed_is_accepted(db_path: Path) -> None:
     assert verify(db_path, hmac_key=KEY).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: storage/_sqlite_maintenance.verify treats every NULL row_hash before the "
-    "first hashed row as a legacy (pre-chain) row, so nulling the whole column hides any edit",
-)
 @pytest.mark.parametrize("key", [None, KEY], ids=["unkeyed", "keyed"])
 def test_nulling_every_hash_is_caught(db_path: Path, key: str | None) -> None:
     make_trail(db_path, hmac_key=key)
@@ -239,11 +219,6 @@ def test_nulling_every_hash_is_caught(db_path: Path, key: str | None) -> None:
     assert report.first_bad_id == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: same cause: a nulled hash on row 1 is taken for a legacy row; "
-    "the break is reported at row 2",
-)
 def test_nulling_the_first_hash_is_reported_at_row_one(db_path: Path) -> None:
     make_trail(db_path)
     execute(db_path, "UPDATE audit_logs SET row_hash = NULL WHERE id = 1")

@@ -55,6 +55,20 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
             keyed=keyed,
         )
 
+    legacy_through: int | None = None
+    for key, value, signature in await conn.execute_fetchall(
+        "SELECT key, value, signature FROM audit_meta WHERE key = 'legacy_through'"
+    ):
+        if chainer.meta_signature(key, value) != signature:
+            return VerifyReport(
+                ok=False,
+                rows_checked=0,
+                first_bad_id=1,
+                keyed=keyed,
+                problem="the trail's signed record does not match: the key is wrong "
+                "(check AUDIT_HMAC_KEY) or the record was altered",
+            )
+        legacy_through = int(value)
     checked = legacy = 0
     prev_id: int | None = None
     prev_hash = GENESIS
@@ -72,7 +86,7 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
                 cp = checkpoints.get(row_id - 1)
                 if cp is None:
                     return bad(
-                        row_id,
+                        _first_missing(checkpoints, row_id),
                         f"rows 1..{row_id - 1} are missing and no purge "
                         "checkpoint accounts for them",
                         checked,
@@ -104,7 +118,7 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
                     through,
                 )
             if row_hash is None:
-                if chained:
+                if chained or (legacy_through is not None and row_id > legacy_through):
                     return bad(
                         row_id,
                         f"row {row_id} has no hash inside the chain (its hash was removed)",
@@ -216,6 +230,12 @@ async def purge(
         await conn.close()
 
 
+def _first_missing(checkpoints: dict[int, Any], first_present: int) -> int:
+    """The first id that should be there: after the last checkpoint below it, else 1."""
+    below = [through for through in checkpoints if through < first_present]
+    return max(below) + 1 if below else 1
+
+
 async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Any:
     rows = await conn.execute_fetchall(sql, params)
     return next(iter(rows))
@@ -225,8 +245,11 @@ def backup(path: Path, dest: Path) -> BackupReport:
     """Consistent online copy with the SQLite backup API; ``dest`` is created 0600."""
     if dest.exists():
         raise AuditStorageError(f"backup destination {dest} already exists")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        raise AuditStorageError(f"cannot create backup {dest}: {exc}") from exc
     os.close(fd)
     src = sqlite3.connect(path)
     try:

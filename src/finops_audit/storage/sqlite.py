@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS audit_logs (
     span_id TEXT,
     labels TEXT
 );
+CREATE TABLE IF NOT EXISTS audit_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at TEXT NOT NULL,
@@ -146,9 +151,11 @@ class SQLiteAuditStore:
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
         chainer: Chainer | None = None,
+        signer: Chainer | None = None,
     ) -> None:
         self.path = Path(path)
         self.chainer = chainer
+        self.signer = signer or chainer or Chainer()
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._writer: aiosqlite.Connection | None = None
@@ -184,7 +191,7 @@ class SQLiteAuditStore:
                 logger.warning("audit database %s is not in WAL mode (%s)", self.path, mode)
             await conn.executescript(_SCHEMA)  # idempotent; commits by itself
             await conn.execute("BEGIN IMMEDIATE")
-            await _migrate(conn)
+            await _migrate(conn, self.signer)
             await conn.commit()
         except (OSError, sqlite3.Error) as exc:
             await conn.close()
@@ -255,10 +262,13 @@ class SQLiteAuditStore:
         if self._reader is not None and self._reader_identity != self._file_identity():
             reader, self._reader = self._reader, None  # the file was removed or replaced
             await reader.close()
-        if self._reader is None:
-            self._reader = await self._connect(write=False)
-            self._reader_identity = self._file_identity()
-        return list(await self._reader.execute_fetchall(sql, params))
+        try:
+            if self._reader is None:
+                self._reader = await self._connect(write=False)
+                self._reader_identity = self._file_identity()
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise AuditStorageError(f"cannot read audit database {self.path}: {exc}") from exc
 
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
         return [row_to_entry(row) for row in await self._fetch(*build_select(query))]
@@ -369,12 +379,28 @@ def _chain_tail(row: Any) -> tuple[int, str]:
     return int(seq), checkpoint_hash or GENESIS
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    """Upgrade older trails in place (the design note's schema is version 0)."""
+async def _migrate(conn: aiosqlite.Connection, signer: Chainer) -> None:
+    """Upgrade older trails in place (the design note's schema is version 0).
+
+    Rows written before the hash chain existed keep a NULL ``row_hash``; the
+    last such id is recorded once, signed, so ``verify`` accepts NULL hashes
+    up to it and nowhere else (nulling hashes cannot hide an edit).
+    """
     columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
     for column in ("row_hash", *CALLER_COLUMNS):
         if column not in columns:
             await conn.execute(f"ALTER TABLE audit_logs ADD COLUMN {column} TEXT")
+    known = await conn.execute_fetchall("SELECT 1 FROM audit_meta WHERE key = 'legacy_through'")
+    if not list(known):
+        rows = await conn.execute_fetchall(
+            "SELECT COALESCE((SELECT MIN(id) - 1 FROM audit_logs WHERE row_hash IS NOT NULL), "
+            "(SELECT MAX(id) FROM audit_logs), 0)"
+        )
+        through = int(next(iter(rows))[0])
+        await conn.execute(
+            "INSERT INTO audit_meta (key, value, signature) VALUES ('legacy_through', ?, ?)",
+            (str(through), signer.meta_signature("legacy_through", str(through))),
+        )
     version = await conn.execute_fetchall("PRAGMA user_version")
     if int(next(iter(version))[0]) < SCHEMA_VERSION:
         await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
