@@ -110,9 +110,15 @@ def overhead(benches: list[Bench], table: Table) -> None:
 
 def throughput(benches: list[Bench], table: Table) -> None:
     raw = _find(benches, figure="throughput", role="raw")
-    for flavor in ("sync", "async"):
-        pipe = _find(benches, figure="throughput", role="pipeline", flavor=flavor)
-        label = f"2. persisted throughput, {flavor} tool"
+    for flavor, options in (
+        ("sync", "defaults"),
+        ("async", "defaults"),
+        ("sync", "plain"),
+        ("async", "plain"),
+    ):
+        pipe = _find(benches, figure="throughput", role="pipeline", flavor=flavor, options=options)
+        what = "redaction + hash chain on" if options == "defaults" else "both off"
+        label = f"2. persisted throughput, {flavor} tool, {what}"
         if raw is None or pipe is None:
             _missing(table, label)
             continue
@@ -198,12 +204,34 @@ def cpu(benches: list[Bench], table: Table) -> None:
         )
 
 
+def operations(benches: list[Bench], table: Table) -> None:
+    """Issue 5: export and stats on 1,000,000 rows, against raw sqlite3 in the same run."""
+    for case, baseline in (("export-jsonl", "raw-select-json"), ("tool-stats", "raw-group-by")):
+        bench = _find(benches, figure="operations", case=case)
+        base = _find(benches, figure="operations", case=baseline)
+        label = f"5. {case} on 1M rows"
+        if bench is None or base is None:
+            _missing(table, label)
+            continue
+        extra = bench["extra_info"]
+        memory = f", peak RSS +{extra['peak_mb']:.0f} MB" if "peak_mb" in extra else ""
+        table.add(
+            label,
+            f"{_median(bench):.2f} s{memory}",
+            f"{baseline} {_median(base):.2f} s",
+            f"{_median(bench) / _median(base):.2f}x",
+            "bounded memory" if case.startswith("export") else "in SQL",
+            "",
+        )
+
+
 SECTIONS: tuple[Callable[[list[Bench], Table], None], ...] = (
     overhead,
     throughput,
     drain,
     queries,
     cpu,
+    operations,
 )
 
 

@@ -83,20 +83,27 @@ def test_raw_executemany(benchmark: Any, tmp_path: Path) -> None:
     assert count_rows(tmp_path / "raw-1.db") == N
 
 
+#: Issue 5: redaction and the hash chain run on the writer's side and are on by
+#: default; ``plain`` turns both off to show what they cost.
+WRITER_OPTIONS = {"defaults": {}, "plain": {"redact": False, "hash_chain": False}}
+
+
 @pytest.mark.benchmark(group="2-throughput")
+@pytest.mark.parametrize("options", list(WRITER_OPTIONS))
 @pytest.mark.parametrize("flavor", ["sync", "async"])
 def test_pipeline(
     benchmark: Any,
     service_factory: Callable[..., AuditService],
     loop: asyncio.AbstractEventLoop,
     flavor: str,
+    options: str,
 ) -> None:
     made: list[AuditService] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         if made:
             made[-1].close()  # outside the timing: the previous round's service
-        svc = started(service_factory())
+        svc = started(service_factory(**WRITER_OPTIONS[options]))
         made.append(svc)
         if flavor == "sync":
             burst = sync_burst(audit_tool_sync(service=svc)(list_policies), N)
@@ -109,7 +116,13 @@ def test_pipeline(
         svc.flush()
 
     benchmark.extra_info.update(
-        {"figure": "throughput", "role": "pipeline", "flavor": flavor, "rows_per_round": N}
+        {
+            "figure": "throughput",
+            "role": "pipeline",
+            "flavor": flavor,
+            "options": options,
+            "rows_per_round": N,
+        }
     )
     benchmark.pedantic(calls_then_flush, setup=setup, rounds=THROUGHPUT_ROUNDS, warmup_rounds=1)
     last = made[-1]

@@ -15,10 +15,10 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -486,50 +486,24 @@ def export(
     to_stdout = str(output) == "-"
     with _open_existing(db_path) as service:
         total = service.count(**filters)
-        stream = sys.stdout if to_stdout else output.open("w", encoding="utf-8", newline="")
-        try:
-            progress = Progress(
-                TextColumn("[bold]exporting"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                disable=to_stdout,
+        if to_stdout:
+            written = service.export(sys.stdout, fmt, **filters)
+            return
+        progress = Progress(
+            TextColumn("[bold]exporting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        fd = os.open(output, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream, progress:
+            task = progress.add_task("rows", total=total)
+            written = service.export(
+                stream, fmt, progress=lambda n: progress.advance(task, n), **filters
             )
-            with progress:
-                task = progress.add_task("rows", total=total)
-                written = _write_export(
-                    service.iter_logs(**filters), stream, fmt, lambda n: progress.advance(task, n)
-                )
-        finally:
-            if not to_stdout:
-                stream.close()
-    if not to_stdout:
-        os.chmod(output, 0o600)
-        click.echo(f"exported {written:,} entries to {output} ({fmt})", err=True)
-
-
-def _write_export(
-    entries: Iterator[AuditLogEntry], stream: TextIO, fmt: str, advance: Callable[[int], None]
-) -> int:
-    written = 0
-    if fmt == "csv":
-        writer = csv.DictWriter(stream, fieldnames=_CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for entry in entries:
-            writer.writerow(_csv_row(entry))
-            written += 1
-            if written % 5000 == 0:
-                advance(5000)
-    else:
-        for entry in entries:
-            stream.write(entry.model_dump_json())
-            stream.write("\n")
-            written += 1
-            if written % 5000 == 0:
-                advance(5000)
-    advance(written % 5000)
-    return written
+    os.chmod(output, 0o600)
+    click.echo(f"exported {written:,} entries to {output} ({fmt})", err=True)
 
 
 @main.command()

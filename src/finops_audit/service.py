@@ -7,6 +7,7 @@ the ``AUDIT_*`` settings, so the design note's bare ``@audit_tool`` just works.
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 import threading
@@ -16,7 +17,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
+
+import orjson
 
 from ._chain import Chainer
 from ._durations import parse_duration
@@ -208,6 +211,50 @@ class AuditService:
             if len(page) < page_size:
                 return
             after = page[-1].id
+
+    def export(
+        self,
+        stream: IO[str],
+        fmt: str = "jsonl",
+        tool_name: str | None = None,
+        status: AuditStatus | str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        progress: Callable[[int], None] | None = None,
+        page_size: int = 5000,
+    ) -> int:
+        """Write matching entries, oldest first, to ``stream`` as JSON lines or CSV.
+
+        Streams keyset pages of plain rows (no models), so memory stays bounded
+        whatever the size of the trail. Returns how many entries were written;
+        ``progress(n)`` is called after each page.
+        """
+        if fmt not in ("jsonl", "csv"):
+            raise AuditConfigError(f"format {fmt!r} is not one of: jsonl, csv")
+        query = make_query(tool_name, status, since, until, page_size, 0)
+        self._writer.flush(timeout=self.settings.close_timeout)
+        writer = None
+        if fmt == "csv":
+            writer = csv.DictWriter(
+                stream, fieldnames=list(AuditLogEntry.model_fields), lineterminator="\n"
+            )
+            writer.writeheader()
+        after = written = 0
+        while True:
+            page = self._writer.run(lambda store, a=after: store.rows_after(query, a))  # type: ignore[misc]
+            if writer is not None:
+                for row in page:
+                    row["parameters"] = orjson.dumps(row["parameters"]).decode()
+                    row["labels"] = orjson.dumps(row["labels"]).decode() if row["labels"] else ""
+                writer.writerows(page)
+            else:
+                stream.write("".join(orjson.dumps(row).decode() + "\n" for row in page))
+            written += len(page)
+            if progress is not None:
+                progress(len(page))
+            if len(page) < page_size:
+                return written
+            after = page[-1]["id"]
 
     async def aiter_logs(
         self,

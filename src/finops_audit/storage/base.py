@@ -74,6 +74,9 @@ class AuditStore(Protocol):
     async def page_after(self, query: LogQuery, after_id: int) -> list[AuditLogEntry]:
         """Up to ``query.limit`` matching entries with ``id > after_id``, in id order (keyset)."""
 
+    async def rows_after(self, query: LogQuery, after_id: int) -> list[dict[str, Any]]:
+        """Like :meth:`page_after`, as JSON-ready dicts (no models): the export path."""
+
     async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
         """Per-tool counts, failures and latency percentiles within the query's window."""
 

@@ -285,6 +285,13 @@ class SQLiteAuditStore:
         rows = await self._fetch(sql, [*params, after_id, query.limit])
         return [row_to_entry(row) for row in rows]
 
+    async def rows_after(self, query: LogQuery, after_id: int) -> list[dict[str, Any]]:
+        where, params = build_where(query)
+        where = f"{where} AND id > ?" if where else " WHERE id > ?"
+        sql = f"SELECT {_COLUMNS} FROM audit_logs{where} ORDER BY id LIMIT ?"
+        rows = await self._fetch(sql, [*params, after_id, query.limit])
+        return [row_to_dict(row) for row in rows]
+
     async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
         rows = await self._fetch(*analytics_sql.tool_stats_sql(query))
         return [
@@ -483,6 +490,29 @@ def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
         span_id=span,
         labels=_labels(labels),
     )
+
+
+_FIELDS = (
+    "id",
+    "timestamp",
+    "tool_name",
+    "parameters",
+    "status",
+    "error_message",
+    "execution_time_ms",
+    *CALLER_COLUMNS,
+)
+
+
+def row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A stored row as the JSON an exported entry is (timestamps stay ISO text, in UTC)."""
+    out = dict(zip(_FIELDS, row, strict=False))
+    ts = out["timestamp"]
+    if isinstance(ts, str) and ts.endswith("+00:00"):
+        out["timestamp"] = ts[:-6] + "Z"
+    out["parameters"] = decode_parameters(out["parameters"])
+    out["labels"] = _labels(out["labels"])
+    return out
 
 
 def _labels(text: str | None) -> dict[str, str]:
