@@ -326,11 +326,14 @@ class RowFormatter:
         """
         stamp = self.timestamp
         params = self.parameters
-        scrub = self._redactor.entry if self._redactor is not None else None
+        if self._redactor is not None:
+            cleaned = self._redactor.entries([(e[3], e[5]) for e in entries])
+            entries = [
+                (e[0], e[1], e[2], args, e[4], error, e[6])
+                for e, (args, error) in zip(entries, cleaned, strict=True)
+            ]
         rows = []
         for tool, wall, elapsed, args, status, error, caller in entries:
-            if scrub is not None:
-                args, error = scrub(args, error)
             row = (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
             if caller is None:
                 rows.append(row + _NO_CALLER)

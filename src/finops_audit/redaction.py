@@ -22,6 +22,7 @@ candidate key or value, so the cost is a couple of regex scans per row.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import re
@@ -181,6 +182,10 @@ class Redactor:
         self._extra_values = [re.compile(p) for p in extra_patterns]
         roots = _ROOTS | self._keys_extra(extra_keys) | self._hmac_names
         self._roots_re = re.compile(_trie(sorted(roots)).encode())
+        # For the batch search, drop roots that contain a shorter root.
+        self._roots = tuple(
+            r.encode() for r in sorted(roots) if r and not any(o != r and o in r for o in roots)
+        )
 
     @staticmethod
     def _keys_extra(keys: Iterable[str]) -> set[str]:
@@ -239,7 +244,65 @@ class Redactor:
         """Redact an encoded parameters document; never raises."""
         return self.entry(raw, None)[0]
 
-    def entry(self, raw: bytes, error: str | None) -> tuple[bytes, str | None]:
+    def candidates(self, raws: list[bytes]) -> list[bool]:
+        """:meth:`_candidate` for a whole batch at once (the writer's per-row cost).
+
+        One buffer of the batch is searched with ``bytes.find`` per root, which
+        runs in C over the whole batch; Python then only looks at the entries
+        that hit. Separators keep a match from spanning two entries.
+        """
+        n = len(raws)
+        if self._custom is not None or self._extra_values:
+            return [True] * n if self._custom is not None else [self._candidate(r) for r in raws]
+        flags = [False] * n
+        starts: list[int] = []
+        pos = 0
+        for raw in raws:
+            starts.append(pos)
+            pos += len(raw) + 1
+        joined = b"\x00".join(raws)
+        squashed_parts = [r.lower().translate(None, b" \t\n_-.") for r in raws]
+        squashed_starts: list[int] = []
+        pos = 0
+        for part in squashed_parts:
+            squashed_starts.append(pos)
+            pos += len(part) + 1
+        squashed = b"\x00".join(squashed_parts)
+        for root in self._roots:
+            at = squashed.find(root)
+            while at != -1:
+                flags[bisect.bisect_right(squashed_starts, at) - 1] = True
+                at = squashed.find(root, at + 1)
+        checks = [(joined.translate(_B64_TO_A), _B64_RUN)]
+        if self._ids is not None:
+            checks.append((joined, b"arn:"))
+            checks.append((joined.translate(_DIGITS), _DIGIT_RUN))
+        for haystack, needle in checks:
+            at = haystack.find(needle)
+            while at != -1:
+                flags[bisect.bisect_right(starts, at) - 1] = True
+                at = haystack.find(needle, at + 1)
+        return flags
+
+    def entries(self, batch: list[tuple[bytes, str | None]]) -> list[tuple[bytes, str | None]]:
+        """Redact a batch of (parameters, error message) pairs; never raises."""
+        if not self.enabled:
+            return batch
+        try:
+            flags = self.candidates([raw for raw, _ in batch])
+        except Exception:
+            flags = [True] * len(batch)
+        message = self.message
+        return [
+            self.entry(raw, error, candidate=True)
+            if flag
+            else (raw, message(error) if error is not None else None)
+            for (raw, error), flag in zip(batch, flags, strict=True)
+        ]
+
+    def entry(
+        self, raw: bytes, error: str | None, *, candidate: bool | None = None
+    ) -> tuple[bytes, str | None]:
         """Redact one entry's parameters and error message; never raises.
 
         Values found under sensitive keys are also removed from the error
@@ -247,7 +310,9 @@ class Redactor:
         """
         if not self.enabled:
             return raw, error
-        if self._custom is None and not self._candidate(raw):
+        if candidate is None:
+            candidate = self._custom is not None or self._candidate(raw)
+        if not candidate:
             return raw, self.message(error) if error is not None else None
         found: list[str] = []
         try:
