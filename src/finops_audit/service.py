@@ -12,12 +12,12 @@ import functools
 import os
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -39,6 +39,8 @@ __all__ = [
     "get_default_service",
     "set_default_service",
 ]
+
+T = TypeVar("T")
 
 #: Largest ``limit`` one ``get_logs`` call may ask for; page with ``offset`` beyond it.
 MAX_LIMIT = 100_000
@@ -110,6 +112,15 @@ class AuditService:
 
     # ------------------------------------------------------------------ queries
 
+    def _read(self, ask: Callable[[AuditStore], Coroutine[Any, Any, T]]) -> T:
+        """Run ``ask`` on the store after a flush: a query sees every call that returned."""
+        self._writer.flush(timeout=self.settings.close_timeout)
+        return self._writer.run(ask)
+
+    async def _aread(self, ask: Callable[[AuditStore], Coroutine[Any, Any, T]]) -> T:
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        return await self._writer.arun(ask)
+
     def get_logs(
         self,
         tool_name: str | None = None,
@@ -136,8 +147,7 @@ class AuditService:
         """
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
         query = _with_caller(query, user, client_name, session_id, request_id)
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.query(query))
+        return self._read(lambda store: store.query(query))
 
     async def aget_logs(
         self,
@@ -156,8 +166,7 @@ class AuditService:
         """:meth:`get_logs` for async code; never blocks the event loop."""
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
         query = _with_caller(query, user, client_name, session_id, request_id)
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        return await self._writer.arun(lambda store: store.query(query))
+        return await self._aread(lambda store: store.query(query))
 
     def _query(
         self,
@@ -190,8 +199,7 @@ class AuditService:
     ) -> int:
         """How many entries match the filters."""
         query = make_query(tool_name, status, since, until, 1, 0)
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.count(query))
+        return self._read(lambda store: store.count(query))
 
     def iter_logs(
         self,
@@ -286,8 +294,7 @@ class AuditService:
     ) -> list[ToolStats]:
         """Per tool: calls, failures, failure rate, latency p50/p95/p99/max; busiest first."""
         query = make_query(tool_name, None, since, until, 1, 0)
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.tool_stats(query))
+        return self._read(lambda store: store.tool_stats(query))
 
     async def atool_stats(
         self,
@@ -296,8 +303,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[ToolStats]:
         query = make_query(tool_name, None, since, until, 1, 0)
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        return await self._writer.arun(lambda store: store.tool_stats(query))
+        return await self._aread(lambda store: store.tool_stats(query))
 
     def slowest_calls(
         self,
@@ -308,8 +314,7 @@ class AuditService:
     ) -> list[AuditLogEntry]:
         """The slowest calls in the window, slowest first."""
         query = make_query(tool_name, None, since, until, limit, 0)
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.slowest(query))
+        return self._read(lambda store: store.slowest(query))
 
     async def aslowest_calls(
         self,
@@ -319,8 +324,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[AuditLogEntry]:
         query = make_query(tool_name, None, since, until, limit, 0)
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        return await self._writer.arun(lambda store: store.slowest(query))
+        return await self._aread(lambda store: store.slowest(query))
 
     def error_groups(
         self,
@@ -331,8 +335,7 @@ class AuditService:
     ) -> list[ErrorGroup]:
         """Recent failures grouped by tool and error message, most recently seen first."""
         query = make_query(tool_name, None, since, until, limit, 0)
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.error_groups(query))
+        return self._read(lambda store: store.error_groups(query))
 
     async def aerror_groups(
         self,
@@ -342,8 +345,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[ErrorGroup]:
         query = make_query(tool_name, None, since, until, limit, 0)
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        return await self._writer.arun(lambda store: store.error_groups(query))
+        return await self._aread(lambda store: store.error_groups(query))
 
     def calls_over_time(
         self,
@@ -355,8 +357,7 @@ class AuditService:
         """Calls and failures per time bucket (``"1m"``, ``"1h"``, ``"1d"``, or seconds)."""
         query = make_query(tool_name, None, since, until, 1, 0)
         seconds = _bucket_seconds(bucket)
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.time_buckets(query, seconds))
+        return self._read(lambda store: store.time_buckets(query, seconds))
 
     async def acalls_over_time(
         self,
@@ -367,19 +368,16 @@ class AuditService:
     ) -> list[TimeBucket]:
         query = make_query(tool_name, None, since, until, 1, 0)
         seconds = _bucket_seconds(bucket)
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        return await self._writer.arun(lambda store: store.time_buckets(query, seconds))
+        return await self._aread(lambda store: store.time_buckets(query, seconds))
 
     # ------------------------------------------------------------------ maintenance
 
     def verify(self) -> VerifyReport:
         """Walk the hash chain; ``ok`` is false at the first modified, missing or moved row."""
-        self._writer.flush(timeout=self.settings.close_timeout)
-        return self._writer.run(lambda store: store.verify(self._verifier))
+        return self._read(lambda store: store.verify(self._verifier))
 
     async def averify(self) -> VerifyReport:
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        return await self._writer.arun(lambda store: store.verify(self._verifier))
+        return await self._aread(lambda store: store.verify(self._verifier))
 
     def purge(self, older_than: str | int | timedelta) -> PurgeReport:
         """Delete entries older than ``older_than`` (``"90d"``, seconds, a timedelta).
