@@ -133,6 +133,9 @@ def _audit_async(
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
     get_slot = call_slot.get
+    # The names a server may have registered this tool under: the middleware
+    # skips a call only when the decorator of *that* tool recorded it.
+    marks = (tool_name, getattr(fn, "__name__", tool_name))
     set_slot = call_slot.set
     reset_slot = call_slot.reset
 
@@ -156,7 +159,7 @@ def _audit_async(
         slot = get_slot()
         hide = None
         if slot is not None:
-            slot.append(tool_name)
+            slot.extend(marks)
             hide = set_slot(None)  # a decorated helper this tool calls is not the tool
         params = snapshot(args, kwargs)
         start = perf_ns()
@@ -229,6 +232,9 @@ def _audit_sync(
     time_ns = time.time_ns
     perf_ns = time.perf_counter_ns
     get_slot = call_slot.get
+    # The names a server may have registered this tool under: the middleware
+    # skips a call only when the decorator of *that* tool recorded it.
+    marks = (tool_name, getattr(fn, "__name__", tool_name))
     set_slot = call_slot.set
     reset_slot = call_slot.reset
 
@@ -247,7 +253,7 @@ def _audit_sync(
         slot = get_slot()
         hide = None
         if slot is not None:
-            slot.append(tool_name)
+            slot.extend(marks)
             hide = set_slot(None)  # a decorated helper this tool calls is not the tool
         params = snapshot(args, kwargs)
         start = perf_ns()

@@ -143,3 +143,27 @@ async def test_disabled_service_records_nothing(sdk: str, tmp_path: Path) -> Non
         )
         assert [e for e, _ in results] == [False, True]
         assert off.get_logs() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("sdk", SDKS)
+async def test_undecorated_tool_calling_a_decorated_helper(sdk: str, svc: AuditService) -> None:
+    """The helper's call is the helper's: the tool around it is still recorded, once."""
+    server = make_server(sdk, svc, 1)
+
+    @audit_tool_sync(service=svc)
+    def lookup_policy(name: str) -> str:
+        return name.upper()
+
+    @server.tool()
+    def uses_helper(name: str) -> str:
+        """Not decorated itself; calls a decorated helper."""
+        return lookup_policy(name)
+
+    results = await call_in_memory(sdk, server, [("uses_helper", {"name": "strict"})])
+    assert [is_error for is_error, _ in results] == [False]
+    rows = list(reversed(svc.get_logs()))
+    assert [(r.tool_name, r.parameters) for r in rows] == [  # oldest start first
+        ("uses_helper", {"name": "strict"}),  # the middleware, for the tool itself
+        ("lookup_policy", {"name": "strict"}),  # the decorator, inside the tool
+    ]

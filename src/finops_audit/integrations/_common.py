@@ -156,8 +156,8 @@ class CallRecorder:
             # A middleware around this one (nested servers): the call is
             # recorded here or by the tool, so it must not record it again.
             outer.append(tool_name)
-        if slot:
-            return  # a decorated tool recorded this call itself
+        if tool_name in slot:
+            return  # the decorated tool recorded this call itself
         try:
             if exc is not None:
                 error = (describe or describe_exception)(exc)
