@@ -160,6 +160,8 @@ class AuditWriter:
         self._limit = min(self._max, self._batch * 10) if self._adaptive else self._max
         self._rate = 0.0
         self._write_started: float | None = None
+        # Flushes waiting in the queue (a hint: a lost update costs one interval).
+        self._flush_requests = 0
         self._stall_after = max(0.25, 4 * self._interval)
         self._pid = os.getpid()
 
@@ -463,6 +465,7 @@ class AuditWriter:
                 return None
             self.start()
         marker = _FlushMarker()
+        self._flush_requests += 1
         self._queue.append(marker)
         self._wake()
         return marker
@@ -542,7 +545,7 @@ class AuditWriter:
         next_retention = time.monotonic()
         while True:
             await self._sleep()
-            await self._drain()
+            await self._drain(everything=self._stopping)
             if self._stopping and not self._queue:
                 return
             if self._retention is not None and time.monotonic() >= next_retention:
@@ -559,7 +562,12 @@ class AuditWriter:
         self._waiter = waiter
         self._wake_sent = False
         # Re-check after re-arming: a producer that saw the old flag did not wake us.
-        if self._stopping or len(self._queue) >= self._batch or self._has_marker():
+        if (
+            self._stopping
+            or len(self._queue) >= self._batch
+            or self._flush_requests > 0
+            or self._has_marker()
+        ):
             self._waiter = None
             return
         handle = loop.call_later(self._interval, _resolve, waiter)
@@ -573,16 +581,27 @@ class AuditWriter:
         q = self._queue
         return bool(q) and type(q[-1]) is _FlushMarker
 
-    async def _drain(self) -> None:
+    async def _drain(self, everything: bool = True) -> None:
+        """Write what is queued, in batches.
+
+        ``everything=False`` (the steady state) writes only what was queued
+        when it began and leaves later arrivals to the next window: a writer
+        that looped until the queue was empty would, at a moderate rate, chase
+        every few new entries with a tiny batch and never sleep, and per-batch
+        costs (thread hops, commits) would dominate. A full batch or a flush
+        request still wakes the writer at once.
+        """
         if self._gap is not None:
             await self._write_gap()
         q = self._queue
         batch = self._batch
         popleft = q.popleft
-        while q:
+        budget = len(q)
+        while q and (everything or budget > 0):
             entries: list[Entry] = []
             marker: _FlushMarker | None = None
             while q and len(entries) < batch:
+                budget -= 1
                 item = popleft()
                 if type(item) is tuple:
                     entries.append(item)
@@ -603,6 +622,7 @@ class AuditWriter:
                     self._adapt(len(entries), time.perf_counter() - started)
             self._inflight = 0
             if marker is not None:
+                self._flush_requests = max(0, self._flush_requests - 1)
                 if self._gap is not None:
                     await self._write_gap()  # a flush covers the drops made before it
                 if not marker.future.done():
@@ -776,6 +796,7 @@ def flush_all(timeout: float) -> None:
     for writer in list(_running):
         if writer._running and not writer._closed:
             marker = _FlushMarker()
+            writer._flush_requests += 1
             writer._queue.append(marker)
             writer._wake()
             markers.append(marker)
