@@ -214,10 +214,6 @@ class Redactor:
             return found
         return REDACTED
 
-    @property
-    def active(self) -> bool:
-        return self.enabled
-
     def pseudonym(self, value: str) -> str:
         """The stored stand-in for ``value`` (requires an HMAC key)."""
         if self._hmac_key is None:
