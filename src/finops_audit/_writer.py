@@ -561,6 +561,10 @@ class AuditWriter:
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         self._wake_sent = False
+        if not self._queue:
+            # Nothing queued, so no flush is pending: clear a count that racing
+            # threads may have left too high (it would keep the writer awake).
+            self._flush_requests = 0
         # Re-check after re-arming: a producer that saw the old flag did not wake us.
         if (
             self._stopping
