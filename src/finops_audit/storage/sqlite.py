@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,6 +86,8 @@ CREATE INDEX IF NOT EXISTS idx_audit_tool_timestamp ON audit_logs(tool_name, tim
 CREATE INDEX IF NOT EXISTS idx_audit_failure_timestamp
     ON audit_logs(timestamp) WHERE status = 'FAILURE';
 """
+
+_SCHEMA_STATEMENTS = [part.strip() for part in _SCHEMA.split(";") if part.strip()]
 
 _INSERT = (
     "INSERT INTO audit_logs "
@@ -186,13 +189,7 @@ class SQLiteAuditStore:
         except (OSError, sqlite3.Error) as exc:
             raise AuditStorageError(f"cannot open audit database {self.path}: {exc}") from exc
         try:
-            mode = await (await conn.execute("PRAGMA journal_mode = WAL")).fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                logger.warning("audit database %s is not in WAL mode (%s)", self.path, mode)
-            await conn.executescript(_SCHEMA)  # idempotent; commits by itself
-            await conn.execute("BEGIN IMMEDIATE")
-            await _migrate(conn, self.signer)
-            await conn.commit()
+            await self._prepare(conn)
         except (OSError, sqlite3.Error) as exc:
             await conn.close()
             raise AuditStorageError(f"cannot prepare audit database {self.path}: {exc}") from exc
@@ -206,6 +203,39 @@ class SQLiteAuditStore:
         except OSError:
             return None
         return (st.st_dev, st.st_ino)
+
+    async def _prepare(self, conn: aiosqlite.Connection) -> None:
+        """WAL mode, schema and migrations, safe when several processes start at once.
+
+        The schema is created inside ``BEGIN IMMEDIATE`` (the write lock first,
+        then the reads), because in WAL mode a transaction that reads and then
+        writes after another process committed gets SQLITE_BUSY at once, with no
+        busy timeout. Anything still busy is retried quietly for busy_timeout.
+        """
+        deadline = time.monotonic() + self._busy_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                current = str(next(iter(mode))[0]).lower() if mode else "?"
+                if current != "wal":
+                    logger.warning("audit database %s is not in WAL mode (%s)", self.path, current)
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA_STATEMENTS:
+                        await conn.execute(statement)
+                    await _migrate(conn, self.signer)
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     async def write_batch(self, rows: Sequence[Row]) -> None:
         # A connection to a file that was deleted or replaced would go on
