@@ -189,6 +189,18 @@ def _when(value: str | None, name: str) -> str | datetime | None:
     return text
 
 
+def _filter_args(
+    tool_name: str | None, status: str | None, since: str | None, until: str | None
+) -> dict[str, Any]:
+    """The ``_filters`` options as ``get_logs`` keyword arguments (ages resolved)."""
+    return {
+        "tool_name": tool_name,
+        "status": status,
+        "since": _when(since, "since"),
+        "until": _when(until, "until"),
+    }
+
+
 def _entry_row(e: AuditLogEntry) -> dict[str, Any]:
     return e.model_dump(mode="json")
 
@@ -240,10 +252,7 @@ def logs(
         raise click.UsageError("choose one of --json and --csv")
     with _open_existing(db_path) as service:
         entries = service.get_logs(
-            tool_name=tool_name,
-            status=status,
-            since=_when(since, "since"),
-            until=_when(until, "until"),
+            **_filter_args(tool_name, status, since, until),
             limit=limit,
             offset=offset,
             parameter_value=parameter_value,
@@ -360,12 +369,7 @@ def tail(
             soft_wrap=True,
         )
 
-    filters: dict[str, Any] = {
-        "tool_name": tool_name,
-        "status": status,
-        "since": _when(since, "since"),
-        "until": _when(until, "until"),
-    }
+    filters = _filter_args(tool_name, status, since, until)
     with _open_existing(db_path) as service:
         last_id = 0
         if lines:
@@ -477,12 +481,7 @@ def export(
 ) -> None:
     """Export entries oldest first to JSONL or CSV (OUTPUT '-' is stdout), in bounded memory."""
     fmt = fmt or ("csv" if output.suffix.lower() == ".csv" else "jsonl")
-    filters: dict[str, Any] = {
-        "tool_name": tool_name,
-        "status": status,
-        "since": _when(since, "since"),
-        "until": _when(until, "until"),
-    }
+    filters = _filter_args(tool_name, status, since, until)
     to_stdout = str(output) == "-"
     with _open_existing(db_path) as service:
         total = service.count(**filters)

@@ -18,7 +18,7 @@ version, request id, session id and authenticated client id automatically
 from __future__ import annotations
 
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any
 
@@ -40,16 +40,9 @@ class AuditContext:
     def merged(self, inner: AuditContext) -> AuditContext:
         """``inner``'s known values over this one's; labels merged."""
         updates: dict[str, Any] = {
-            name: getattr(inner, name)
-            for name in (
-                "user",
-                "client_name",
-                "client_version",
-                "session_id",
-                "request_id",
-                "auth_client_id",
-            )
-            if getattr(inner, name) is not None
+            f.name: getattr(inner, f.name)
+            for f in fields(self)
+            if f.name != "labels" and getattr(inner, f.name) is not None
         }
         if inner.labels:
             updates["labels"] = {**self.labels, **inner.labels}
