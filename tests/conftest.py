@@ -36,3 +36,42 @@ def svc(db_path: Path) -> Iterator[AuditService]:
     service = AuditService(db_path=db_path)
     yield service
     service.close()
+
+
+# ---------------------------------------------------------------- PostgreSQL (issue 6)
+# Read before the autouse fixture clears AUDIT_* for each test.
+_EXTERNAL_PG_DSN = os.environ.get("AUDIT_TEST_PG_DSN")
+# In CI a missing PostgreSQL is a failure, not a skip.
+_REQUIRE_PG = bool(os.environ.get("CI") or os.environ.get("FINOPS_REQUIRE_PG"))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A superuser DSN: ``AUDIT_TEST_PG_DSN`` if set, else a server started for the session."""
+    if _EXTERNAL_PG_DSN:
+        yield _EXTERNAL_PG_DSN
+        return
+    from finops_audit._pgserver import find_pg_bin, temporary_postgres
+
+    if find_pg_bin() is None:
+        message = "PostgreSQL server binaries not found and AUDIT_TEST_PG_DSN not set"
+        if _REQUIRE_PG:
+            pytest.fail(message + " (required in CI)")
+        pytest.skip(message)
+    with temporary_postgres() as server:
+        yield server.dsn
+
+
+@pytest.fixture
+def pg_url(pg_admin_dsn: str) -> Iterator[str]:
+    """A fresh, empty database on the test server for one test; dropped afterwards."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    name = f"audit_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    base, _, _ = pg_admin_dsn.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

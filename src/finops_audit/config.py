@@ -117,6 +117,59 @@ class AuditSettings(BaseSettings):
         description="Largest encoded parameters stored whole; larger ones are truncated "
         "with an explicit marker.",
     )
+    db_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user@host:5432/db of a central store: the SQLite file "
+        "becomes this replica's durable buffer and a forwarder ships it there.",
+    )
+    replica_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Name of this replica in a central store; default: host name plus a "
+        "random suffix kept in the buffer. One buffer file per replica id.",
+    )
+    forward_batch_size: int = Field(
+        default=5000, ge=1, le=100_000, description="Rows per forwarding transaction at most."
+    )
+    forward_max_rate: float = Field(
+        default=50_000,
+        ge=0,
+        description="Rows per second a forwarder ships at most while draining a backlog "
+        "(0: no limit), so a long outage's backlog does not starve the tools.",
+    )
+    forward_interval: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="Seconds between looks at the buffer when it has nothing new.",
+    )
+    forward_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Seconds close() goes on forwarding; the rest waits in the buffer.",
+    )
+    buffer_retention_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="Hours forwarded rows stay in the local buffer (never unforwarded ones).",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint (e.g. http://collector:4318): each entry is also "
+        "exported as an OTLP log record, from the buffer, without loss.",
+    )
+    otlp_headers: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers for the OTLP endpoint: key=value,key2=value2.",
+    )
+    otlp_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds one OTLP export request may take."
+    )
+    otlp_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Log records per OTLP request at most."
+    )
 
     @field_validator("redact_keys", "redact_patterns", "hmac_fields", mode="before")
     @classmethod
@@ -138,6 +191,44 @@ class AuditSettings(BaseSettings):
                 raise ValueError(
                     f"pattern {pattern!r} is not a valid regular expression: {exc}"
                 ) from None
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _a_postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if not text:
+            return None
+        if not text.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (postgresql://user@host:5432/db)")
+        return SecretStr(text)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        text = value.strip()
+        if not text.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP/HTTP, e.g. :4318)")
+        return text
+
+    @field_validator("otlp_headers", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            out: dict[str, str] = {}
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                key, sep, val = part.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"expected key=value pairs, got {part.split('=')[0]!r}")
+                out[key.strip()] = val.strip()
+            return out
         return value
 
     @field_validator("synchronous", mode="before")
@@ -184,6 +275,10 @@ class AuditSettings(BaseSettings):
         return self
 
 
+#: Settings whose values never appear in an error message.
+_SECRET_FIELDS = frozenset({"hmac_key", "db_url", "otlp_headers"})
+
+
 def load_settings(**overrides: Any) -> AuditSettings:
     """Build settings from explicit ``overrides`` (non-None) over the environment.
 
@@ -203,7 +298,8 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
         field = str(loc[0]) if loc else ""
         if field in AuditSettings.model_fields:
             where = f"argument {field}=" if field in given else f"{ENV_PREFIX}{field.upper()}="
-            shown = f"{where}{err.get('input')!r}"
+            value = "'***'" if field in _SECRET_FIELDS else repr(err.get("input"))
+            shown = f"{where}{value}"
         elif field:
             shown = f"unknown setting {field!r}"
         else:

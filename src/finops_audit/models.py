@@ -36,6 +36,9 @@ class AuditLogEntry(BaseModel):
     and, inside an MCP tool, from the SDK's request (client name and version,
     request and session ids, authenticated client id); ``trace_id`` and
     ``span_id`` from the active OpenTelemetry span. Unknown values are ``None``.
+    ``event_id`` (32 hex digits) identifies the entry across a fleet;
+    ``replica_id`` names the replica that recorded it, when read from a
+    central store (``AUDIT_DB_URL``), and is ``None`` in a local trail.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -56,6 +59,8 @@ class AuditLogEntry(BaseModel):
     trace_id: str | None = None
     span_id: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    event_id: str | None = None
+    replica_id: str | None = None
 
     @field_validator("timestamp")
     @classmethod

@@ -68,7 +68,7 @@ def test_exceptions_share_one_root_and_match_builtins() -> None:
 
 def test_log_entry_fields() -> None:
     # The design note's seven fields come first and keep their names; the
-    # caller fields (issue 4) follow.
+    # caller fields (issue 4) and the fleet identity (issue 6) follow.
     assert list(AuditLogEntry.model_fields)[:7] == [
         "id",
         "timestamp",
@@ -88,6 +88,8 @@ def test_log_entry_fields() -> None:
         "trace_id",
         "span_id",
         "labels",
+        "event_id",
+        "replica_id",
     }
 
 

@@ -46,7 +46,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteAuditStore", "format_timestamp"]
 
 logger = logging.getLogger("finops_audit")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_logs (
@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS audit_logs (
     auth_client_id TEXT,
     trace_id TEXT,
     span_id TEXT,
-    labels TEXT
+    labels TEXT,
+    event_id TEXT
 );
 CREATE TABLE IF NOT EXISTS audit_meta (
     key TEXT PRIMARY KEY,
@@ -81,6 +82,13 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     rows_purged INTEGER NOT NULL,
     signature TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_forward (
+    sink TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL
+);
 CREATE INDEX IF NOT EXISTS idx_audit_timestamp ON audit_logs(timestamp);
 CREATE INDEX IF NOT EXISTS idx_audit_tool_timestamp ON audit_logs(tool_name, timestamp);
 CREATE INDEX IF NOT EXISTS idx_audit_failure_timestamp
@@ -89,18 +97,20 @@ CREATE INDEX IF NOT EXISTS idx_audit_failure_timestamp
 
 _SCHEMA_STATEMENTS = [part.strip() for part in _SCHEMA.split(";") if part.strip()]
 
-_INSERT = (
-    "INSERT INTO audit_logs "
-    "(timestamp, tool_name, parameters, status, error_message, execution_time_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
+# Every row gets a random 128-bit event id from SQLite itself (no Python cost):
+# the fleet-wide identity a forwarder deduplicates on.
+_EVENT_ID = "lower(hex(randomblob(16)))"
 _ROW_COLUMNS = (
     "timestamp, tool_name, parameters, status, error_message, execution_time_ms, "
     + ", ".join(CALLER_COLUMNS)
 )
-_INSERT_ROW = f"INSERT INTO audit_logs ({_ROW_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+_INSERT_ROW = (
+    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) "
+    f"VALUES ({', '.join('?' * 15)}, {_EVENT_ID})"
+)
 _INSERT_CHAINED = (
-    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash) VALUES ({', '.join('?' * 17)})"
+    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
+    f"VALUES ({', '.join('?' * 17)}, {_EVENT_ID})"
 )
 # The chain's tail, read under the write lock: last id ever given, its hash (if
 # the row still exists) and, if it was purged, the checkpoint's hash.
@@ -112,15 +122,17 @@ SELECT s.seq,
         ORDER BY id DESC LIMIT 1)
 FROM sqlite_sequence AS s WHERE s.name = 'audit_logs'
 """
-_COLUMNS = f"id, {_ROW_COLUMNS}"
+_COLUMNS = f"id, {_ROW_COLUMNS}, event_id"
 # Rows without a caller (the common case outside MCP) bind six values, not
 # fifteen: binding a None costs about 0.75 µs in sqlite3, literal NULLs nothing.
 _NULLS = ", ".join("NULL" for _ in CALLER_COLUMNS)
-_BASE_COLUMNS = "timestamp, tool_name, parameters, status, error_message, execution_time_ms"
-_INSERT_BARE = f"INSERT INTO audit_logs ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, {_NULLS})"
+_INSERT_BARE = (
+    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) "
+    f"VALUES (?, ?, ?, ?, ?, ?, {_NULLS}, {_EVENT_ID})"
+)
 _INSERT_BARE_CHAINED = (
-    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash) "
-    f"VALUES (?, ?, ?, ?, ?, ?, ?, {_NULLS}, ?)"
+    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
+    f"VALUES (?, ?, ?, ?, ?, ?, ?, {_NULLS}, ?, {_EVENT_ID})"
 )
 _NO_CALLER = (None,) * len(CALLER_COLUMNS)
 
@@ -424,9 +436,14 @@ async def _migrate(conn: aiosqlite.Connection, signer: Chainer) -> None:
     up to it and nowhere else (nulling hashes cannot hide an edit).
     """
     columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
-    for column in ("row_hash", *CALLER_COLUMNS):
+    for column in ("row_hash", *CALLER_COLUMNS, "event_id"):
         if column not in columns:
             await conn.execute(f"ALTER TABLE audit_logs ADD COLUMN {column} TEXT")
+    if "event_id" not in columns:
+        # rows of older versions get their fleet-wide identity once, here
+        await conn.execute(
+            f"UPDATE audit_logs SET event_id = {_EVENT_ID} WHERE event_id IS NULL"
+        )
     known = await conn.execute_fetchall("SELECT 1 FROM audit_meta WHERE key = 'legacy_through'")
     if not list(known):
         rows = await conn.execute_fetchall(
@@ -519,6 +536,7 @@ def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
         trace_id=trace,
         span_id=span,
         labels=_labels(labels),
+        event_id=row[16] if len(row) > 16 else None,
     )
 
 
@@ -531,6 +549,7 @@ _FIELDS = (
     "error_message",
     "execution_time_ms",
     *CALLER_COLUMNS,
+    "event_id",
 )
 
 
