@@ -71,7 +71,8 @@ def pg_url(pg_admin_dsn: str) -> Iterator[str]:
     name = f"audit_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    base, _, _ = pg_admin_dsn.rpartition("/")
-    yield f"{base}/{name}"
+    from urllib.parse import urlsplit, urlunsplit
+
+    yield urlunsplit(urlsplit(pg_admin_dsn)._replace(path=f"/{name}"))
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
