@@ -74,8 +74,19 @@ class PostgresServer:
             f"-c unix_socket_directories={self.root} -c fsync=on "
             "-c max_connections=200 -c shared_buffers=128MB"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
-                  "-t", str(int(timeout)), "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` disconnects clients, ``immediate`` is a crash)."""
@@ -87,9 +98,7 @@ class PostgresServer:
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            probe = self._run(
-                "pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False
-            )
+            probe = self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False)
             if probe.returncode == 0:
                 return
             time.sleep(0.1)
@@ -122,8 +131,17 @@ def temporary_postgres(bin_dir: Path | None = None) -> Iterator[PostgresServer]:
     server = PostgresServer(root, _free_port(), user, bin_dir)
     try:
         server._run(
-            "initdb", "-D", str(server.data), "-U", user, "-A", "trust", "-E", "UTF8",
-            "--no-locale", "--no-sync",
+            "initdb",
+            "-D",
+            str(server.data),
+            "-U",
+            user,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
         )
         server.start()
         yield server

@@ -37,7 +37,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from . import _signals
@@ -50,10 +50,11 @@ from .exceptions import (
     AuditStorageError,
     AuditTimeoutError,
 )
+from .forwarding._forwarder import ForwardStats
 from .redaction import Redactor
 from .storage.base import AuditStore, Row
 
-__all__ = ["GAP_TOOL_NAME", "AuditStats", "AuditWriter", "Entry", "flush_all"]
+__all__ = ["GAP_TOOL_NAME", "AuditStats", "AuditWriter", "Entry", "WriterHooks", "flush_all"]
 
 logger = logging.getLogger("finops_audit")
 
@@ -68,6 +69,20 @@ _RETENTION_INTERVAL = 3600.0
 
 #: ``tool_name`` of the rows that mark a gap: entries that were dropped.
 GAP_TOOL_NAME = "__audit_gap__"
+
+
+@dataclass(frozen=True)
+class WriterHooks:
+    """What a forwarder needs to know of its writer (all called from writer threads).
+
+    ``started`` once the writer runs (the buffer file exists), ``committed``
+    after each batch commits (cheap: sets an event), ``closed`` after the
+    writer drained at ``close()`` or at exit, with the seconds left to use.
+    """
+
+    started: Callable[[], None]
+    committed: Callable[[], None]
+    closed: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,13 @@ class AuditStats:
     last_error: str | None
     running: bool
     closed: bool
+    #: Forwarding (``AUDIT_DB_URL`` / ``AUDIT_OTLP_ENDPOINT``): committed entries
+    #: not yet delivered, the age of the oldest, the latest failure; the worst
+    #: of all destinations, each in ``forwarding`` by name ("postgres", "otlp").
+    forward_lag_entries: int = 0
+    forward_lag_seconds: float = 0.0
+    forward_last_error: str | None = None
+    forwarding: dict[str, ForwardStats] = field(default_factory=dict)
 
 
 class _FlushMarker:
@@ -113,8 +135,10 @@ class AuditWriter:
         settings: AuditSettings,
         redactor: Redactor | None = None,
         retention: Callable[[AuditStore], Coroutine[Any, Any, Any]] | None = None,
+        hooks: WriterHooks | None = None,
     ) -> None:
         self._store_factory = store_factory
+        self._hooks = hooks
         self._retention = retention
         self._redactor = redactor
         self._settings = settings
@@ -356,6 +380,8 @@ class AuditWriter:
             _running.add(self)
         if self._settings.handle_signals:
             _signals.install(flush_all)
+        if self._hooks is not None:
+            self._hooks.started()
 
     def close(self, timeout: float | None = None) -> None:
         """Drain everything accepted, stop the writer. Safe to call twice."""
@@ -417,6 +443,11 @@ class AuditWriter:
         self._queue.clear()
         if stranded:
             self._drop(len(stranded), "they arrived while the service was closing")
+        if self._hooks is not None:
+            try:
+                self._hooks.closed()
+            except Exception:
+                logger.exception("finops_audit: closing the forwarders failed")
         if self._lost:
             raise AuditStorageError(
                 f"{self._lost} audit entries could not be written to {self._store.describe()}: "
@@ -702,6 +733,8 @@ class AuditWriter:
                 continue
             if count_written:
                 self._written += len(rows)
+            if self._hooks is not None:
+                self._hooks.committed()
             if self._last_error is not None:
                 logger.warning(
                     "finops_audit is writing to %s again after: %s",

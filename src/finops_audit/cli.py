@@ -63,7 +63,8 @@ def _open_existing(db_path: Path | None) -> AuditService:
     settings = load_settings(db_path=db_path).model_copy(
         update={"retention_days": None, "handle_signals": False}
     )
-    if not Path(settings.db_path).exists():
+    # With AUDIT_DB_URL every reading command reads the fleet's central trail.
+    if settings.db_url is None and not Path(settings.db_path).exists():
         raise click.ClickException(
             f"no audit database at {settings.db_path} (set --db or AUDIT_DB_PATH)"
         )
@@ -73,7 +74,10 @@ def _open_existing(db_path: Path | None) -> AuditService:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="finops-audit")
 def main() -> None:
-    """Audit trail of MCP tool calls: demo, logs, tail, stats, export, purge, backup, verify."""
+    """Audit trail of MCP tool calls: demo, logs, tail, stats, export, purge, backup, verify.
+
+    With AUDIT_DB_URL set, every command reads the fleet's central PostgreSQL trail.
+    """
 
 
 @main.command()

@@ -7,10 +7,12 @@ the ``AUDIT_*`` settings, so the design note's bare ``@audit_tool`` just works.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import os
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
@@ -23,14 +25,17 @@ import orjson
 
 from ._chain import Chainer
 from ._durations import parse_duration
-from ._writer import AuditStats, AuditWriter
+from ._writer import AuditStats, AuditWriter, WriterHooks
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
-from .exceptions import AuditConfigError
+from .exceptions import AuditClosedError, AuditConfigError
+from .forwarding._forwarder import Forwarder
+from .forwarding._setup import build_central_store, build_forwarders
 from .maintenance import BackupReport, PurgeReport, VerifyReport
 from .models import AuditLogEntry, AuditStatus
 from .redaction import Redactor
-from .storage.base import AuditStore, LogQuery
+from .storage._loop import LoopThread
+from .storage.base import AuditReader, AuditStore, LogQuery
 from .storage.sqlite import SQLiteAuditStore
 
 __all__ = [
@@ -95,7 +100,15 @@ class AuditService:
             chainer=self._chainer,
             signer=self._verifier,
         )
-        self._writer = AuditWriter(store_factory, settings, self.redactor, retention)
+        # With a central store, retention is applied there (and to the buffer only
+        # below the forwarding cursor), never to rows still waiting to be sent.
+        self._central = build_central_store(settings, self._verifier)
+        if self._central is not None:
+            retention = None
+        self._fleet = _Fleet(build_forwarders(settings, self._verifier), settings.forward_timeout)
+        self._central_loop = LoopThread("finops-audit-central") if self._central else None
+        hooks = self._fleet.hooks() if self._fleet.forwarders else None
+        self._writer = AuditWriter(store_factory, settings, self.redactor, retention, hooks)
 
     @property
     def db_path(self) -> Path:
@@ -106,20 +119,52 @@ class AuditService:
     def closed(self) -> bool:
         return self._writer.closed
 
+    @property
+    def central(self) -> bool:
+        """True when queries read a central store (``AUDIT_DB_URL``), not the local file."""
+        return self._central is not None
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<AuditService db_path={str(self.db_path)!r} {state}>"
+        where = f" central={self._central.describe()!r}" if self._central is not None else ""
+        return f"<AuditService db_path={str(self.db_path)!r}{where} {state}>"
 
     # ------------------------------------------------------------------ queries
 
-    def _read(self, ask: Callable[[AuditStore], Coroutine[Any, Any, T]]) -> T:
-        """Run ``ask`` on the store after a flush: a query sees every call that returned."""
+    def _catch_up(self) -> None:
+        """Read-your-writes: this service's accepted entries are in the store read."""
         self._writer.flush(timeout=self.settings.close_timeout)
+        if self._central is not None and self._writer.stats().accepted:
+            self.forward(timeout=self.settings.close_timeout)
+
+    async def _acatch_up(self) -> None:
+        await self._writer.aflush(timeout=self.settings.close_timeout)
+        if self._central is not None and self._writer.stats().accepted:
+            await self.aforward(timeout=self.settings.close_timeout)
+
+    def _ask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
+        """Run ``ask`` on the store queries read: the central one if configured."""
+        if self._central is not None and self._central_loop is not None:
+            if self.closed:
+                raise AuditClosedError("this audit service is closed; create a new AuditService")
+            return self._central_loop.run(ask(self._central))
         return self._writer.run(ask)
 
-    async def _aread(self, ask: Callable[[AuditStore], Coroutine[Any, Any, T]]) -> T:
-        await self._writer.aflush(timeout=self.settings.close_timeout)
+    async def _aask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
+        if self._central is not None and self._central_loop is not None:
+            if self.closed:
+                raise AuditClosedError("this audit service is closed; create a new AuditService")
+            return await self._central_loop.arun(ask(self._central))
         return await self._writer.arun(ask)
+
+    def _read(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
+        """Run ``ask`` after a flush: a query sees every call that returned."""
+        self._catch_up()
+        return self._ask(ask)
+
+    async def _aread(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
+        await self._acatch_up()
+        return await self._aask(ask)
 
     def get_logs(
         self,
@@ -211,10 +256,10 @@ class AuditService:
     ) -> Iterator[AuditLogEntry]:
         """Every matching entry, oldest first, fetched in keyset pages (bounded memory)."""
         query = make_query(tool_name, status, since, until, page_size, 0)
-        self._writer.flush(timeout=self.settings.close_timeout)
+        self._catch_up()
         after = 0
         while True:
-            page = self._writer.run(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
+            page = self._ask(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
             yield from page
             if len(page) < page_size:
                 return
@@ -240,7 +285,7 @@ class AuditService:
         if fmt not in ("jsonl", "csv"):
             raise AuditConfigError(f"format {fmt!r} is not one of: jsonl, csv")
         query = make_query(tool_name, status, since, until, page_size, 0)
-        self._writer.flush(timeout=self.settings.close_timeout)
+        self._catch_up()
         writer = None
         if fmt == "csv":
             writer = csv.DictWriter(
@@ -249,7 +294,7 @@ class AuditService:
             writer.writeheader()
         after = written = 0
         while True:
-            page = self._writer.run(lambda store, a=after: store.rows_after(query, a))  # type: ignore[misc]
+            page = self._ask(lambda store, a=after: store.rows_after(query, a))  # type: ignore[misc]
             if writer is not None:
                 for row in page:
                     row["parameters"] = orjson.dumps(row["parameters"]).decode()
@@ -274,10 +319,10 @@ class AuditService:
     ) -> AsyncIterator[AuditLogEntry]:
         """:meth:`iter_logs` for async code."""
         query = make_query(tool_name, status, since, until, page_size, 0)
-        await self._writer.aflush(timeout=self.settings.close_timeout)
+        await self._acatch_up()
         after = 0
         while True:
-            page = await self._writer.arun(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
+            page = await self._aask(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
             for entry in page:
                 yield entry
             if len(page) < page_size:
@@ -386,22 +431,22 @@ class AuditService:
         leaves a signed checkpoint so the remaining trail still verifies.
         """
         cutoff = datetime.now(timezone.utc) - parse_duration(older_than, name="older_than")
-        return self._writer.run(lambda store: store.purge(cutoff, self._verifier))
+        return self._ask(lambda store: store.purge(cutoff, self._verifier))
 
     async def apurge(self, older_than: str | int | timedelta) -> PurgeReport:
         cutoff = datetime.now(timezone.utc) - parse_duration(older_than, name="older_than")
-        return await self._writer.arun(lambda store: store.purge(cutoff, self._verifier))
+        return await self._aask(lambda store: store.purge(cutoff, self._verifier))
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupReport:
         """An online, consistent copy at ``dest`` (which must not exist), mode 0600."""
-        self._writer.flush(timeout=self.settings.close_timeout)
+        self._catch_up()
         target = Path(dest)
-        return self._writer.run(lambda store: store.backup(target))
+        return self._ask(lambda store: store.backup(target))
 
     async def abackup(self, dest: str | os.PathLike[str]) -> BackupReport:
-        await self._writer.aflush(timeout=self.settings.close_timeout)
+        await self._acatch_up()
         target = Path(dest)
-        return await self._writer.arun(lambda store: store.backup(target))
+        return await self._aask(lambda store: store.backup(target))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -412,16 +457,77 @@ class AuditService:
     async def aflush(self, timeout: float | None = None) -> None:
         await self._writer.aflush(timeout)
 
+    def forward(self, timeout: float | None = None) -> None:
+        """Return once every entry accepted so far is in the central store (and OTLP).
+
+        Flushes, then waits for the forwarders to deliver every row committed
+        to the buffer. Raises :class:`AuditTimeoutError` naming the lag and the
+        last error if that does not happen within ``timeout`` seconds (default
+        ``close_timeout``). Without ``AUDIT_DB_URL`` or ``AUDIT_OTLP_ENDPOINT``
+        it is :meth:`flush`.
+        """
+        wait = self.settings.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        self._writer.flush(timeout=wait)
+        if not self._fleet.forwarders:
+            return
+        if self._writer.closed:
+            raise AuditClosedError("this audit service is closed; create a new AuditService")
+        self._writer.start()
+        for forwarder in self._fleet.forwarders:
+            forwarder.wait_forwarded(max(deadline - time.monotonic(), 0.0))
+
+    async def aforward(self, timeout: float | None = None) -> None:
+        """:meth:`forward` for async code; never blocks the event loop."""
+        wait = self.settings.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        await self._writer.aflush(timeout=wait)
+        if not self._fleet.forwarders:
+            return
+        if self._writer.closed:
+            raise AuditClosedError("this audit service is closed; create a new AuditService")
+        await asyncio.to_thread(self._writer.start)
+        for forwarder in self._fleet.forwarders:
+            await asyncio.to_thread(forwarder.wait_forwarded, max(deadline - time.monotonic(), 0.0))
+
     def close(self, timeout: float | None = None) -> None:
-        """Write everything accepted, then stop the writer. Safe to call twice."""
-        self._writer.close(timeout)
+        """Write everything accepted, then stop the writer. Safe to call twice.
+
+        With forwarding, then forwards what it can within ``forward_timeout``;
+        the rest stays in the buffer and is sent by the next start.
+        """
+        try:
+            self._writer.close(timeout)
+        finally:
+            self._fleet.close()
+            self._stop_central()
 
     async def aclose(self, timeout: float | None = None) -> None:
-        await self._writer.aclose(timeout)
+        try:
+            await self._writer.aclose(timeout)
+        finally:
+            await asyncio.to_thread(self._fleet.close)
+            await asyncio.to_thread(self._stop_central)
+
+    def _stop_central(self) -> None:
+        if self._central_loop is not None and self._central is not None:
+            self._central_loop.stop(self._central.close())
 
     def stats(self) -> AuditStats:
-        """Counters of the writer: accepted, written, pending, dropped, last error."""
-        return self._writer.stats()
+        """Counters of the writer (accepted, written, pending, dropped, last error)
+        and of forwarding (lag in entries and seconds, last error, per destination)."""
+        stats = self._writer.stats()
+        if not self._fleet.forwarders:
+            return stats
+        per_sink = {f.sink_name: f.stats() for f in self._fleet.forwarders}
+        errors = [f"{name}: {s.last_error}" for name, s in per_sink.items() if s.last_error]
+        return replace(
+            stats,
+            forward_lag_entries=max(s.lag_entries for s in per_sink.values()),
+            forward_lag_seconds=max(s.lag_seconds for s in per_sink.values()),
+            forward_last_error="; ".join(errors) or None,
+            forwarding=per_sink,
+        )
 
     def __enter__(self) -> AuditService:
         return self
@@ -455,6 +561,30 @@ class AuditService:
                 stacklevel=2,
                 source=self,
             )
+
+
+class _Fleet:
+    """The forwarders of one service; the writer's hooks refer to this, not the service."""
+
+    def __init__(self, forwarders: list[Forwarder], timeout: float) -> None:
+        self.forwarders = forwarders
+        self._timeout = timeout
+
+    def hooks(self) -> WriterHooks:
+        return WriterHooks(started=self.start, committed=self.notify, closed=self.close)
+
+    def start(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.start()
+
+    def notify(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.notify()
+
+    def close(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        for forwarder in self.forwarders:
+            forwarder.close(max(deadline - time.monotonic(), 0.0))
 
 
 def _with_caller(

@@ -128,8 +128,10 @@ def month_bounds(when: datetime) -> tuple[datetime, datetime]:
     """Start of ``when``'s month and of the next, in UTC."""
     when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
     start = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(
-        month=start.month + 1
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
     )
     return start, end
 

@@ -173,13 +173,19 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
 
 
 async def purge(
-    path: Path, busy_ms: int, chainer: Chainer, cutoff_text: str, batch: int = _CHUNK
+    path: Path,
+    busy_ms: int,
+    chainer: Chainer,
+    cutoff_text: str,
+    batch: int = _CHUNK,
+    max_id: int | None = None,
 ) -> PurgeReport:
     """Delete the contiguous oldest rows that started before ``cutoff_text``.
 
     Only a contiguous prefix of ids is removed (rows up to the first one at or
-    after the cutoff), and each batch leaves a signed checkpoint with the hash
-    of its last row, so the remaining trail still verifies from there.
+    after the cutoff, and never above ``max_id``: a buffer keeps what is not
+    yet forwarded), and each batch leaves a signed checkpoint with the hash of
+    its last row, so the remaining trail still verifies from there.
     """
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
@@ -191,6 +197,8 @@ async def purge(
             (upto,) = await _one(conn, "SELECT MAX(id) FROM audit_logs", ())
         else:
             upto = int(first_kept) - 1
+        if max_id is not None and upto is not None:
+            upto = min(int(upto), max_id)
         deleted = batches = 0
         through: int | None = None
         while upto is not None:

@@ -1,8 +1,9 @@
 """The store interface: what the writer and the service need from a database.
 
 The decorators never see a store; the writer hands it batches of finished rows
-and the service asks it queries. A second engine (PostgreSQL for a fleet) is a
-new class with these five coroutines, nothing else changes.
+and the service asks it queries. :class:`AuditReader` is the query side, which
+a central store (PostgreSQL for a fleet) implements too; :class:`AuditStore`
+adds what the writer needs and is the embedded SQLite file's alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 
-__all__ = ["CALLER_COLUMNS", "AuditStore", "LogQuery", "Row"]
+__all__ = ["CALLER_COLUMNS", "AuditReader", "AuditStore", "LogQuery", "Row"]
 
 #: One row as the writer stores it: (timestamp ISO text, tool_name, parameters
 #: JSON text, status, error_message, execution_time_ms, *CALLER_COLUMNS).
@@ -56,14 +57,8 @@ class LogQuery:
 
 
 @runtime_checkable
-class AuditStore(Protocol):
-    """A database that holds the trail. All methods run on the writer's event loop."""
-
-    async def open(self) -> None:
-        """Connect, create or upgrade the schema. Safe to call again after a failure."""
-
-    async def write_batch(self, rows: Sequence[Row]) -> None:
-        """Persist ``rows`` in one transaction: all of them or, on error, none."""
+class AuditReader(Protocol):
+    """What queries, analytics and maintenance need: the embedded trail or a central one."""
 
     async def query(self, query: LogQuery) -> list[AuditLogEntry]:
         """Entries matching ``query``, newest first."""
@@ -102,4 +97,15 @@ class AuditStore(Protocol):
         """Release connections. Safe to call twice."""
 
     def describe(self) -> str:
-        """Where the data lives, for messages (e.g. the file path)."""
+        """Where the data lives, for messages (e.g. the file path; never a password)."""
+
+
+@runtime_checkable
+class AuditStore(AuditReader, Protocol):
+    """A database the writer fills. All methods run on the writer's event loop."""
+
+    async def open(self) -> None:
+        """Connect, create or upgrade the schema. Safe to call again after a failure."""
+
+    async def write_batch(self, rows: Sequence[Row]) -> None:
+        """Persist ``rows`` in one transaction: all of them or, on error, none."""

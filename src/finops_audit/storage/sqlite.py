@@ -105,8 +105,7 @@ _ROW_COLUMNS = (
     + ", ".join(CALLER_COLUMNS)
 )
 _INSERT_ROW = (
-    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) "
-    f"VALUES ({', '.join('?' * 15)}, {_EVENT_ID})"
+    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) VALUES ({', '.join('?' * 15)}, {_EVENT_ID})"
 )
 _INSERT_CHAINED = (
     f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
@@ -441,9 +440,7 @@ async def _migrate(conn: aiosqlite.Connection, signer: Chainer) -> None:
             await conn.execute(f"ALTER TABLE audit_logs ADD COLUMN {column} TEXT")
     if "event_id" not in columns:
         # rows of older versions get their fleet-wide identity once, here
-        await conn.execute(
-            f"UPDATE audit_logs SET event_id = {_EVENT_ID} WHERE event_id IS NULL"
-        )
+        await conn.execute(f"UPDATE audit_logs SET event_id = {_EVENT_ID} WHERE event_id IS NULL")
     known = await conn.execute_fetchall("SELECT 1 FROM audit_meta WHERE key = 'legacy_through'")
     if not list(known):
         rows = await conn.execute_fetchall(
