@@ -456,9 +456,9 @@ class Forwarder:
         self._wake.clear()
         cursor = self._read_cursor(conn)
         self._cursor = max(self._cursor, cursor)
+        self._refresh_head(conn)  # lag is right even while sends fail
         raw = conn.execute(_SELECT, (cursor, self._batch)).fetchall()
         if not raw:
-            self._refresh_head(conn)
             self._notify_progress()
             return 0
         if any(r[1] is None for r in raw):
