@@ -176,7 +176,7 @@ def _otel_reader() -> Callable[[], tuple[str, str] | None] | None:
     if not _installed("opentelemetry"):
         return None
     try:
-        from opentelemetry import trace
+        from opentelemetry import trace  # type: ignore[attr-defined, unused-ignore]
     except Exception:
         return None
     get_span = trace.get_current_span

@@ -106,7 +106,8 @@ def test_event_ids_match_the_buffer(tmp_path: Path, pg_url: str) -> None:
     local = {r[0] for r in conn.execute("SELECT event_id FROM audit_logs")}
     conn.close()
     central = {r[2].replace("-", "") for r in central_rows(pg_url)}  # type: ignore[union-attr]
-    assert local == central and len(local) == 50
+    assert local == central
+    assert len(local) == 50
 
 
 def test_async_tools_and_aforward(tmp_path: Path, pg_url: str) -> None:
@@ -158,9 +159,7 @@ def test_forward_without_a_reachable_database_raises_a_clear_timeout(tmp_path: P
     conn.close()
 
 
-def test_backlog_left_at_close_is_forwarded_by_the_next_start(
-    tmp_path: Path, pg_url: str
-) -> None:
+def test_backlog_left_at_close_is_forwarded_by_the_next_start(tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.2) as svc:
 
@@ -207,7 +206,8 @@ def test_forwarding_is_duplicate_free_when_the_cursor_is_rewound(
         svc.forward(timeout=30)
         assert svc.count() == 100
     rows = central_rows(pg_url)
-    assert len(rows) == 100 and len({r[2] for r in rows}) == 100
+    assert len(rows) == 100
+    assert len({r[2] for r in rows}) == 100
     assert buffer_cursor(db) == 100
 
 
@@ -253,7 +253,9 @@ def test_cli_reads_the_fleet_from_the_central_store(tmp_path: Path, pg_url: str)
     assert len(lines) == 10
     assert {line["replica_id"] for line in lines} == {"a", "b"}
     result = runner.invoke(main, ["stats"], catch_exceptions=False)
-    assert result.exit_code == 0 and "tool_a" in result.output and "tool_b" in result.output
+    assert result.exit_code == 0
+    assert "tool_a" in result.output
+    assert "tool_b" in result.output
     result = runner.invoke(main, ["verify"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert not (Path.cwd() / "audit_logs.db").exists()
@@ -316,7 +318,7 @@ def test_central_purge_and_verify(tmp_path: Path, pg_url: str) -> None:
 
 
 def test_bad_urls_and_missing_driver_are_clear_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(AuditConfigError, match="AUDIT_DB_URL|db_url"):
+    with pytest.raises(AuditConfigError, match=r"AUDIT_DB_URL|db_url"):
         AuditService(db_path=tmp_path / "x.db", db_url="mysql://root:pw@host/db")
     script = (
         "import sys; sys.modules['psycopg'] = None\n"

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.proto", reason="OTLP tests need opentelemetry-proto")
 
-from .receiver import OtlpReceiver  # noqa: E402
+from .receiver import OtlpReceiver
 
 
 @pytest.fixture

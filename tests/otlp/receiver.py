@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -99,7 +100,7 @@ class _Failure:
 class _State:
     records: list[Received] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
-    failures: list[_Failure] = field(default_factory=list)
+    failures: list[_Failure | None] = field(default_factory=list)  # None: answer normally
     partial: list[tuple[int, str]] = field(default_factory=list)
     delay: float = 0.0
     slow_requests: int = 0
@@ -127,7 +128,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        owner._before_answer()
+        if not owner._before_answer():
+            self.close_connection = True  # stopped while being slow: no answer at all
+            return
         if self.path != "/v1/logs":
             self._answer(owner, 404, b"", "text/plain", headers, len(body), [])
             return
@@ -200,6 +203,11 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     owner: OtlpReceiver
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out or a connection cut by stop(): expected here.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class OtlpReceiver:
     """An OTLP/HTTP logs endpoint on 127.0.0.1 (``url``), served from a thread."""
@@ -261,14 +269,18 @@ class OtlpReceiver:
     # -------------------------------------------------------------- behaviour
 
     def fail_next(
-        self, count: int, status: int, *, retry_after: str | None = None, message: str = ""
+        self,
+        count: int,
+        status: int,
+        *,
+        retry_after: str | None = None,
+        message: str = "",
+        after: int = 0,
     ) -> None:
-        """Answer the next ``count`` requests with ``status`` (nothing is kept)."""
+        """Answer ``count`` requests with ``status`` (nothing is kept), after ``after`` more."""
+        failure = _Failure(status, retry_after, message or f"failing with {status}")
         with self._cond:
-            self._state.failures.extend(
-                _Failure(status, retry_after, message or f"failing with {status}")
-                for _ in range(count)
-            )
+            self._state.failures.extend([None] * after + [failure] * count)
 
     def partial_next(self, rejected: int, message: str) -> None:
         """Answer the next request with a partial success rejecting its first records."""
@@ -339,13 +351,13 @@ class OtlpReceiver:
             else:
                 self._conns.discard(conn)
 
-    def _before_answer(self) -> None:
+    def _before_answer(self) -> bool:
+        """Be slow if told to; False when the receiver was stopped meanwhile."""
         with self._cond:
             delay = self._state.delay if self._state.slow_requests > 0 else 0.0
             if self._state.slow_requests > 0:
                 self._state.slow_requests -= 1
-        if delay:
-            self._release.wait(delay)
+        return not (delay and self._release.wait(delay))
 
     def _next_failure(self) -> _Failure | None:
         with self._cond:

@@ -295,7 +295,7 @@ class Forwarder:
                     if conn is not None:
                         conn.close()
                         conn = None
-                    self._pause(delay)
+                    self._backoff(delay)
                     delay = min(delay * 2, _MAX_BACKOFF)
                     continue
                 except Exception as exc:
@@ -304,7 +304,7 @@ class Forwarder:
                     pause = delay
                     if isinstance(retry_after, (int, float)) and retry_after > 0:
                         pause = min(float(retry_after), 60.0)
-                    self._pause(pause)
+                    self._backoff(pause)
                     delay = min(delay * 2, _MAX_BACKOFF)
                     continue
                 delay = 0.1
@@ -340,6 +340,13 @@ class Forwarder:
         if self._stop_at is not None:
             seconds = min(seconds, max(self._stop_at - time.monotonic(), 0.0))
         self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _backoff(self, seconds: float) -> None:
+        """Wait after a failure: new commits and forward() do not cut it short, close does."""
+        if self._stop_at is not None:
+            seconds = min(seconds, max(self._stop_at - time.monotonic(), 0.0))
+        self._stopping.wait(seconds)
         self._wake.clear()
 
     def _throttle(self, sent: int) -> None:

@@ -80,18 +80,22 @@ def build_forwarders(settings: AuditSettings, chainer: Chainer) -> list[Forwarde
             from .otlp import OtlpSink
         except ImportError:
             _need("otel", "opentelemetry-proto", "AUDIT_OTLP_ENDPOINT")
+        make_otlp = functools.partial(
+            OtlpSink,
+            settings.otlp_endpoint,
+            headers=settings.otlp_headers,
+            timeout=settings.otlp_timeout,
+            max_records=settings.otlp_batch_size,
+        )
+        # No I/O: a bad endpoint or header is an AuditConfigError here, not a
+        # failure retried forever in the background.
+        target = make_otlp().describe()
         forwarders.append(
             Forwarder(
                 settings.db_path,
-                functools.partial(
-                    OtlpSink,
-                    settings.otlp_endpoint,
-                    headers=settings.otlp_headers,
-                    timeout=settings.otlp_timeout,
-                    max_records=settings.otlp_batch_size,
-                ),
+                make_otlp,
                 sink_name="otlp",
-                target=settings.otlp_endpoint,
+                target=target,
                 batch_size=settings.forward_batch_size,
                 maintenance=None if settings.db_url is not None else trim,
                 **common,  # type: ignore[arg-type]
