@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - an older tree without the chain
 #: The INSERT the writer runs, so raw baselines write rows of the very same shape:
 #: the design note's six columns, then any columns later schemas added (caller
 #: context, empty for these tools), then, with the hash chain, an id and a hash.
-_INSERT_ROW: str = getattr(_store, "_INSERT_ROW", _store._INSERT)
+_INSERT_ROW: str = getattr(_store, "_INSERT_ROW", None) or _store._INSERT
 _INSERT_CHAINED: str | None = getattr(_store, "_INSERT_CHAINED", None)
 CHAINED = _INSERT_CHAINED is not None and Chainer is not None
 INSERT: str = _INSERT_CHAINED if CHAINED and _INSERT_CHAINED else _INSERT_ROW

@@ -229,12 +229,16 @@ class Forwarder:
                 if now >= deadline:
                     behind = goal - max(self._cursor, self._read_cursor(conn))
                     raise AuditTimeoutError(
-                        f"forwarding to {self.target} did not catch up within {timeout}s: "
+                        f"forwarding to {self.target} did not catch up within {timeout:.3g}s: "
                         f"{behind} entries behind; last error: {self._last_error}"
                     )
                 self._wake.set()
                 with self._progress:
                     self._progress.wait(min(0.05, max(deadline - now, 0.001)))
+
+    def _alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def stats(self) -> ForwardStats:
         lag = max(self._head - self._cursor, 0)
@@ -437,7 +441,14 @@ class Forwarder:
             if not (host == socket.gethostname() and pid_text.isdigit()):
                 self._leader = False
                 return False
-            if _pid_alive(int(pid_text)) and int(pid_text) != self._pid:
+            pid = int(pid_text)
+            if pid == self._pid:
+                # Another service of this process on the same buffer: it leads
+                # while its thread runs (two forwarders would send twice).
+                if any(f._owner == owner and f._alive() for f in list(_all) if f is not self):
+                    self._leader = False
+                    return False
+            elif _pid_alive(pid):
                 self._leader = False
                 return False
         cur = conn.execute(
