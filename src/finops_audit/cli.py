@@ -28,7 +28,7 @@ from rich.table import Table
 from ._durations import parse_duration
 from .analytics import ErrorGroup, ToolStats
 from .config import load_settings
-from .exceptions import AuditError
+from .exceptions import AuditError, AuditTimeoutError
 from .models import AuditLogEntry, AuditStatus
 from .service import AuditService
 
@@ -74,7 +74,8 @@ def _open_existing(db_path: Path | None) -> AuditService:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="finops-audit")
 def main() -> None:
-    """Audit trail of MCP tool calls: demo, logs, tail, stats, export, purge, backup, verify.
+    """Audit trail of MCP tool calls: demo, logs, tail, stats, export, purge, backup, verify,
+    forward.
 
     With AUDIT_DB_URL set, every command reads the fleet's central PostgreSQL trail.
     """
@@ -520,7 +521,7 @@ def purge(db_path: Path | None, older_than: str, yes: bool) -> None:
     with _open_existing(db_path) as service:
         if not yes:
             click.confirm(
-                f"Delete audit entries older than {age} from {service.db_path}?", abort=True
+                f"Delete audit entries older than {age} from {service.trail}?", abort=True
             )
         report = service.purge(age)
     click.echo(
@@ -569,6 +570,45 @@ def verify(db_path: Path | None, as_json: bool) -> None:
         )
     if not report.ok:
         sys.exit(1)
+
+
+@main.command()
+@_db_option
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, 86_400),
+    help="Seconds to wait for the buffer to be delivered.",
+)
+@_user_errors
+def forward(db_path: Path | None, timeout: float) -> None:
+    """Deliver a buffer's waiting entries to AUDIT_DB_URL / AUDIT_OTLP_ENDPOINT now.
+
+    For a replica that stopped with a backlog (its buffer file is here): exits 0
+    once everything is delivered, 1 with the lag and the last error otherwise.
+    """
+    settings = load_settings(db_path=db_path).model_copy(
+        update={"retention_days": None, "handle_signals": False}
+    )
+    if settings.db_url is None and settings.otlp_endpoint is None:
+        raise click.ClickException("nothing to forward to: set AUDIT_DB_URL or AUDIT_OTLP_ENDPOINT")
+    if not Path(settings.db_path).exists():
+        raise click.ClickException(
+            f"no audit buffer at {settings.db_path} (set --db or AUDIT_DB_PATH)"
+        )
+    with AuditService(settings=settings) as service:
+        try:
+            service.forward(timeout=timeout)
+        except AuditTimeoutError as exc:
+            click.echo(f"not delivered: {exc}", err=True)
+            sys.exit(1)
+        stats = service.stats()
+    for name, sink in stats.forwarding.items():
+        click.echo(
+            f"{name}: {sink.forwarded:,} entries delivered to {sink.target}; "
+            f"buffer {service.db_path} is up to date (cursor {sink.cursor:,})"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -120,6 +120,11 @@ class AuditService:
         return self._writer.closed
 
     @property
+    def trail(self) -> str:
+        """Where queries read: the central store (password masked) or the SQLite file."""
+        return self._central.describe() if self._central is not None else str(self.db_path)
+
+    @property
     def central(self) -> bool:
         """True when queries read a central store (``AUDIT_DB_URL``), not the local file."""
         return self._central is not None

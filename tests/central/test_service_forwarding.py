@@ -337,3 +337,34 @@ def test_bad_urls_and_missing_driver_are_clear_config_errors(tmp_path: Path) -> 
     ).stdout
     assert "finops-audit[postgres]" in out
     assert "pw" not in out
+
+
+def test_cli_forward_delivers_a_left_behind_buffer(tmp_path: Path, pg_url: str) -> None:
+    db = tmp_path / "left.db"
+    with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.1) as svc:
+
+        @audit_tool_sync(service=svc)
+        def tool(i: int) -> int:
+            return i
+
+        for i in range(12):
+            tool(i=i)
+    runner = CliRunner(env={"COLUMNS": "200"})
+    down = runner.invoke(
+        main,
+        ["forward", "--db", str(db), "--timeout", "1"],
+        env={"AUDIT_DB_URL": closed_port_url()},
+        catch_exceptions=False,
+    )
+    assert down.exit_code == 1
+    assert "12 entries behind" in down.output
+    assert "s3cr3t-pw" not in down.output
+    up = runner.invoke(
+        main, ["forward", "--db", str(db)], env={"AUDIT_DB_URL": pg_url}, catch_exceptions=False
+    )
+    assert up.exit_code == 0, up.output
+    assert "12 entries delivered" in up.output
+    assert len(central_rows(pg_url)) == 12
+    nothing = runner.invoke(main, ["forward", "--db", str(db)], catch_exceptions=False)
+    assert nothing.exit_code != 0
+    assert "nothing to forward to" in nothing.output
