@@ -9,8 +9,12 @@ One ``send`` is one transaction, so a batch lands whole or not at all::
 
 ``ON CONFLICT DO NOTHING`` on the key ``(event_id, timestamp)`` makes a batch
 sent again (after a crash or a timeout) insert nothing, and a half-overlapping
-one insert only its new rows. ``benchmarks/bench_forward_copy.py`` measures
-this against ``INSERT … SELECT FROM unnest(…)``, ``executemany`` and raw COPY.
+one insert only its new rows. ``benchmarks/bench_forward_copy.py`` (5,000-row
+batches, medians of 5 runs on a 2-core machine, PostgreSQL 15): 0.70 of raw
+COPY into the same table (34,000 against 46,000 rows/s); text COPY into a typed
+staging table 0.57, a staging table per transaction 0.66, ``executemany`` with
+``ON CONFLICT`` 0.50, ``INSERT … SELECT FROM unnest(arrays)`` 0.18; a batch
+sent again (all duplicates) 0.94. Converting rows costs ~3.5 µs each of that.
 
 Partitions are made before that transaction, in a short one of their own,
 as ``CREATE TABLE … (LIKE audit_logs)`` plus ``ATTACH PARTITION``: attaching
@@ -482,6 +486,13 @@ class PostgresSink:
                 autocommit=True,
                 connect_timeout=max(1, math.ceil(self._connect_timeout)),
                 application_name="finops-audit forwarder",
+                # A server that vanishes mid-send (network gone, not refused)
+                # fails the send in ~30 s instead of the kernel's ~15 minutes.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+                tcp_user_timeout=30_000,
             )
         except psycopg.Error as exc:
             raise self._error("cannot connect to", exc) from None
@@ -554,6 +565,8 @@ class PostgresSink:
         text = str(exc).strip().replace(self._url, self._target)
         for secret in self._secrets:
             text = text.replace(secret, "***")
+        if len(text) > 1000:  # it ends up in stats() and logs
+            text = text[:1000] + " …"
         return AuditStorageError(f"{doing} PostgreSQL at {self._target}: {text}")
 
 
