@@ -53,7 +53,8 @@ _CALLERS = ", ".join('"user"' if c == "user" else c for c in CALLER_COLUMNS if c
 #: What an entry is read from, in :func:`row_to_entry` order.
 COLUMNS = (
     "id, timestamp, tool_name, COALESCE(parameters_text, parameters::text), status, "
-    f"error_message, execution_time_ms, {_CALLERS}, labels::text, event_id, replica_id"
+    f"error_message, execution_time_ms, {_CALLERS}, COALESCE(labels_text, labels::text), "
+    "event_id, replica_id"
 )
 
 #: The parameters as the replica wrote them, searched by ``parameter_value``.

@@ -1,0 +1,431 @@
+"""Verify, purge and back up the central trail (each on a connection of its own).
+
+* ``verify`` walks every replica's chain by ``(replica_id, seq)`` from its
+  signed anchor or its latest signed purge checkpoint, inside one
+  ``REPEATABLE READ`` snapshot, streaming rows through a server-side cursor.
+* ``purge`` drops whole monthly partitions older than the cutoff (a catalog
+  change, where ``DELETE`` plus ``VACUUM`` rewrites and logs every row), then
+  deletes the rest of the boundary month in small transactions. Every step
+  first leaves a signed checkpoint per replica it touches, in the same
+  transaction, so ``verify`` starts after the removed rows.
+
+Backups are in ``_pg_backup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .._chain import GENESIS, Chainer
+from .._encoding import decode_parameters
+from ..exceptions import AuditStorageError
+from ..maintenance import PurgeReport, VerifyReport
+from .sqlite import format_timestamp
+
+__all__ = ["purge", "verify"]
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+_CHUNK = 5000
+_LOCK_TRIES = 8
+_LOCK_WAIT = "2s"
+
+# The chain's columns are the sink's definition (CHAIN_COLUMNS), read by name.
+_WALK = (
+    "SELECT id, seq, row_hash, parameters::text, {columns} FROM audit_logs "
+    "WHERE replica_id = %s AND seq > %s ORDER BY seq, id"
+)
+# Distinct replica ids through the (replica_id, seq) index, one probe each.
+_PRESENT_REPLICAS = """
+WITH RECURSIVE r AS (
+    (SELECT replica_id FROM audit_logs ORDER BY replica_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT replica_id FROM audit_logs WHERE replica_id > r.replica_id
+            ORDER BY replica_id LIMIT 1)
+    FROM r WHERE r.replica_id IS NOT NULL
+)
+SELECT replica_id FROM r WHERE replica_id IS NOT NULL
+"""
+_PARTITIONS = """
+SELECT n.nspname, c.relname,
+       (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \\(''([^'']+)''\\)'))[1]::timestamptz
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE i.inhparent = 'audit_logs'::regclass
+"""
+_DELETE_BATCH = """
+DELETE FROM audit_logs
+WHERE timestamp < %(cutoff)s AND (event_id, timestamp) IN (
+    SELECT event_id, timestamp FROM audit_logs
+    WHERE timestamp < %(cutoff)s ORDER BY timestamp LIMIT %(batch)s
+)
+RETURNING id, replica_id, seq, row_hash
+"""
+
+#: ``replica_signature(chainer, replica_id, buffer_id, anchor_seq, anchor_hash, legacy_through)``
+ReplicaSigner = Callable[[Chainer, str, str, int, str, int], str]
+
+
+@dataclass
+class _Replica:
+    replica_id: str
+    buffer_id: str
+    anchor_seq: int
+    anchor_hash: str
+    legacy_through: int
+    signature: str
+
+
+@dataclass
+class _Checkpoint:
+    through: int
+    last_hash: str
+    rows_purged: int
+    created: datetime
+    signature: str
+
+
+@dataclass
+class _Outcome:
+    checked: int = 0
+    legacy: int = 0
+    through: int | None = None
+    bad_id: int | None = None
+    problem: str | None = None
+
+
+# ---------------------------------------------------------------------- verify
+
+
+class _Chain:
+    """How the sink stored a replica's rows: what the chain covers, and the signatures.
+
+    Imported late: the reader loads the forwarding module only to verify.
+    """
+
+    def __init__(self) -> None:
+        from ..forwarding import postgres as sink
+
+        self.walk = _WALK.format(columns=", ".join(sink.CHAIN_COLUMNS))
+        self.fields: Callable[[Sequence[Any]], tuple[Any, ...]] = sink.chain_fields
+        self.signature: ReplicaSigner = sink.replica_signature
+        # TODO(lead): a public name for the sink's jsonb input of a JSON text
+        self.jsonb_input: Callable[[str], str] = sink._jsonb
+
+
+async def verify(conn: Connection, chainer: Chainer) -> VerifyReport:
+    """Walk every replica's chain; ``ok`` is false where any of them breaks.
+
+    ``first_bad_id`` is the central id of the earliest bad row found (for
+    missing rows: the row found in their place) and ``problem`` names the
+    replica. ``checkpoint_through_id`` is the highest checkpoint ``seq`` used.
+    """
+    chain = _Chain()
+    await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+    await conn.set_read_only(True)
+    async with conn.transaction():
+        replicas = [
+            _Replica(*row)
+            for row in await _all(
+                conn,
+                "SELECT replica_id, buffer_id, anchor_seq, anchor_hash, legacy_through, "
+                "signature FROM audit_replicas ORDER BY replica_id",
+            )
+        ]
+        checkpoints = {
+            row[0]: _Checkpoint(*row[1:])
+            for row in await _all(
+                conn,
+                "SELECT DISTINCT ON (replica_id) replica_id, through_seq, last_hash, "
+                "rows_purged, created_at, signature FROM audit_checkpoints "
+                "ORDER BY replica_id, through_seq DESC, id DESC",
+            )
+        }
+        outcomes: list[tuple[str, _Outcome]] = []
+        for replica in replicas:
+            cp = checkpoints.get(replica.replica_id)
+            outcome = await _walk(conn, chainer, chain, replica, cp)
+            outcomes.append((replica.replica_id, outcome))
+        known = {r.replica_id for r in replicas}
+        for (replica_id,) in await _all(conn, _PRESENT_REPLICAS):
+            if replica_id not in known:
+                first = await _first_id(conn, replica_id)
+                stray = _Outcome(
+                    bad_id=first,
+                    problem="has rows but no registration (anchor): its chain cannot be "
+                    "checked; rows were inserted under an unknown replica id",
+                )
+                outcomes.append((replica_id, stray))
+    return _report(outcomes, chainer.keyed)
+
+
+def _report(outcomes: list[tuple[str, _Outcome]], keyed: bool) -> VerifyReport:
+    checked = sum(o.checked for _, o in outcomes)
+    legacy = sum(o.legacy for _, o in outcomes)
+    throughs = [o.through for _, o in outcomes if o.through is not None]
+    through = max(throughs) if throughs else None
+    bad = [(rid, o) for rid, o in outcomes if o.problem is not None]
+    if not bad:
+        return VerifyReport(
+            ok=True,
+            rows_checked=checked,
+            legacy_rows=legacy,
+            checkpoint_through_id=through,
+            keyed=keyed,
+        )
+    bad.sort(key=lambda item: (item[1].bad_id is None, item[1].bad_id or 0))
+    first_rid, first = bad[0]
+    problem = f"replica {first_rid!r}: {first.problem}"
+    if len(bad) > 1:
+        others = ", ".join(repr(rid) for rid, _ in bad[1:])
+        problem += f" (the chains of {others} are broken too)"
+    return VerifyReport(
+        ok=False,
+        rows_checked=checked,
+        legacy_rows=legacy,
+        checkpoint_through_id=through,
+        first_bad_id=first.bad_id,
+        problem=problem,
+        keyed=keyed,
+    )
+
+
+async def _walk(
+    conn: Connection,
+    chainer: Chainer,
+    chain: _Chain,
+    replica: _Replica,
+    cp: _Checkpoint | None,
+) -> _Outcome:
+    out = _Outcome()
+    rid = replica.replica_id
+    expected_signature = chain.signature(
+        chainer,
+        rid,
+        replica.buffer_id,
+        replica.anchor_seq,
+        replica.anchor_hash,
+        replica.legacy_through,
+    )
+    if expected_signature != replica.signature:
+        out.bad_id = await _first_id(conn, rid)
+        out.problem = (
+            "its registration (anchor) does not match its signature: the key is wrong "
+            "(check AUDIT_HMAC_KEY) or the record was altered"
+        )
+        return out
+    start, prev = replica.anchor_seq, replica.anchor_hash
+    if cp is not None and cp.through >= start:
+        created = format_timestamp(cp.created)
+        if chainer.checkpoint_signature(cp.through, cp.last_hash, cp.rows_purged, created) != (
+            cp.signature
+        ):
+            out.bad_id = await _first_id(conn, rid)
+            out.problem = (
+                f"the purge checkpoint through seq {cp.through} does not match its signature"
+            )
+            return out
+        start, prev = cp.through, cp.last_hash
+        out.through = cp.through
+    chained = prev != GENESIS
+    expected = start + 1
+    row_hash_of = chainer.row_hash
+    fields_of = chain.fields
+    async with conn.cursor(name="finops_audit_verify") as cur:
+        cur.itersize = _CHUNK
+        await cur.execute(chain.walk, (rid, start))
+        async for row in cur:
+            ident, seq, row_hash, jsonb_text = row[:4]
+            if seq != expected:
+                out.bad_id = ident
+                if seq < expected:
+                    out.problem = f"seq {seq} appears twice: a row was inserted"
+                elif expected == start + 1:
+                    out.problem = (
+                        f"rows {expected}..{seq - 1} are missing and no purge checkpoint "
+                        "accounts for them"
+                    )
+                else:
+                    out.problem = f"rows {expected}..{seq - 1} are missing (deleted)"
+                return out
+            if row_hash is None:
+                if chained or seq > replica.legacy_through:
+                    out.bad_id = ident
+                    out.problem = (
+                        f"row seq {seq} has no hash inside the chain (its hash was removed)"
+                    )
+                    return out
+                out.legacy += 1
+                prev = GENESIS
+            else:
+                fields = fields_of(row[4:])
+                if row_hash_of(seq, fields, prev) != row_hash:
+                    out.bad_id = ident
+                    out.problem = (
+                        f"row seq {seq} does not match its hash: it was modified, inserted "
+                        "or moved"
+                        + (
+                            " (or the key is wrong: check AUDIT_HMAC_KEY)"
+                            if out.checked == out.legacy
+                            else ""
+                        )
+                    )
+                    return out
+                if not _same_parameters(chain, fields[2], jsonb_text):
+                    out.bad_id = ident
+                    out.problem = (
+                        f"row seq {seq}: its parameters (jsonb) differ from the text its "
+                        "hash covers: the parameters column was edited"
+                    )
+                    return out
+                chained = True
+                prev = row_hash
+            out.checked += 1
+            expected += 1
+    return out
+
+
+def _same_parameters(chain: _Chain, text: str | None, jsonb_text: str) -> bool:
+    """Whether the ``jsonb`` column still holds what the chained text says.
+
+    Compared as parsed values: ``jsonb`` reorders keys and respells numbers.
+    Text ``jsonb`` cannot hold as is (``\\u0000``, invalid JSON) is compared
+    with what the sink stores for it.
+    """
+    if text is None:
+        return True  # the hash check has already failed for such a row
+    expected = chain.jsonb_input(text)
+    return decode_parameters(expected) == decode_parameters(jsonb_text)
+
+
+async def _all(
+    conn: Connection, query: str | sql.Composed, params: Sequence[Any] | dict[str, Any] = ()
+) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+async def _first_id(conn: Connection, replica_id: str) -> int | None:
+    rows = await _all(conn, "SELECT min(id) FROM audit_logs WHERE replica_id = %s", (replica_id,))
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+
+# ---------------------------------------------------------------------- purge
+
+
+async def purge(
+    conn: Connection, chainer: Chainer, cutoff: datetime, batch: int = _CHUNK
+) -> PurgeReport:
+    """Remove every row that started before ``cutoff``, leaving signed checkpoints."""
+    if cutoff.tzinfo is None:
+        cutoff = cutoff.replace(tzinfo=timezone.utc)
+    marks: dict[str, int] = {
+        rid: int(through)
+        for rid, through in await _all(
+            conn, "SELECT replica_id, max(through_seq) FROM audit_checkpoints GROUP BY replica_id"
+        )
+    }
+    deleted = batches = 0
+    through_id: int | None = None
+    partitions = sorted(
+        (upper, schema, name)
+        for schema, name, upper in await _all(conn, _PARTITIONS)
+        if upper is not None and upper <= cutoff
+    )
+    for _, schema, name in partitions:
+        groups = await _drop_partition(conn, chainer, marks, schema, name)
+        for _, _, count, top_id in groups:
+            deleted += int(count)
+            through_id = max(int(top_id), through_id or 0)
+        batches += 1
+    while True:
+        async with conn.transaction():
+            rows = await _all(conn, _DELETE_BATCH, {"cutoff": cutoff, "batch": batch})
+            tops: dict[str, tuple[int, str | None, int]] = {}
+            for ident, rid, seq, row_hash in rows:
+                top = tops.get(rid)
+                if top is None or seq > top[0]:
+                    tops[rid] = (int(seq), row_hash, (top[2] if top else 0) + 1)
+                else:
+                    tops[rid] = (top[0], top[1], top[2] + 1)
+                through_id = max(int(ident), through_id or 0)
+            for rid, (seq, row_hash, count) in tops.items():
+                await _checkpoint(conn, chainer, marks, rid, seq, row_hash, count)
+        if not rows:
+            break
+        deleted += len(rows)
+        batches += 1
+        await asyncio.sleep(0.005)  # let forwarders in between batches
+    return PurgeReport(rows_deleted=deleted, through_id=through_id, batches=batches)
+
+
+async def _drop_partition(
+    conn: Connection, chainer: Chainer, marks: dict[str, int], schema: str, name: str
+) -> list[tuple[Any, ...]]:
+    """Checkpoint each replica in one old partition, then drop it; its rows per replica.
+
+    The rows are counted without a lock; then, holding ``audit_logs`` exclusively
+    for milliseconds (no insert can land meanwhile), the partition's highest id
+    proves nothing arrived since, and the checkpoints and the ``DROP`` commit
+    together. A lock not granted within ``_LOCK_WAIT`` (a backup or a long query
+    holds the table) is retried, so readers never queue behind us for long.
+    """
+    table = sql.Identifier(schema, name)
+    stats = sql.SQL(
+        "SELECT replica_id, max(seq), count(*), max(id) FROM {} GROUP BY replica_id"
+    ).format(table)
+    last_hash = sql.SQL("SELECT row_hash FROM {} WHERE replica_id = %s AND seq = %s").format(table)
+    for attempt in range(_LOCK_TRIES):
+        groups = await _all(conn, stats)
+        top_id = max((int(g[3]) for g in groups), default=None)
+        trial = dict(marks)  # a rolled-back attempt must not count as checkpointed
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_WAIT}'")
+                await conn.execute("LOCK TABLE ONLY audit_logs IN ACCESS EXCLUSIVE MODE")
+                now = await _all(conn, sql.SQL("SELECT max(id) FROM {}").format(table))
+                if now[0][0] != top_id:
+                    raise psycopg.Rollback()  # rows arrived since they were counted
+                for rid, top_seq, count, _ in groups:
+                    found = await _all(conn, last_hash, (rid, top_seq))
+                    row_hash = found[0][0] if found else None
+                    await _checkpoint(conn, chainer, trial, rid, int(top_seq), row_hash, int(count))
+                await conn.execute(sql.SQL("DROP TABLE {}").format(table))
+            marks.update(trial)
+            return groups
+        except psycopg.errors.LockNotAvailable:
+            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    raise AuditStorageError(
+        f"could not drop the old partition {name}: audit_logs stayed locked by other "
+        "sessions (a backup or a long query); run the purge again later"
+    )
+
+
+async def _checkpoint(
+    conn: Connection,
+    chainer: Chainer,
+    marks: dict[str, int],
+    replica_id: str,
+    through: int,
+    last_hash: str | None,
+    count: int,
+) -> None:
+    """A signed checkpoint at ``through`` unless the replica already has a later one."""
+    if through <= marks.get(replica_id, -1):
+        return
+    marks[replica_id] = through
+    created = datetime.now(timezone.utc)
+    last_hash = last_hash or GENESIS
+    signature = chainer.checkpoint_signature(through, last_hash, count, format_timestamp(created))
+    await conn.execute(
+        "INSERT INTO audit_checkpoints (replica_id, created_at, through_seq, last_hash, "
+        "rows_purged, signature) VALUES (%s, %s, %s, %s, %s, %s)",
+        (replica_id, created, through, last_hash, count, signature),
+    )
