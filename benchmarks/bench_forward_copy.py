@@ -40,8 +40,14 @@ import psycopg
 from finops_audit._chain import GENESIS, Chainer
 from finops_audit._pgserver import temporary_postgres
 from finops_audit.forwarding import postgres as pg
+from finops_audit.forwarding._pg_rows import central_rows
 from finops_audit.forwarding.base import BufferedRow, ReplicaInfo
-from finops_audit.storage._pg_schema import ADVISORY_LOCK_KEY, SCHEMA_STATEMENTS
+from finops_audit.storage._pg_schema import (
+    ADVISORY_LOCK_KEY,
+    CENTRAL_COLUMNS,
+    SCHEMA_STATEMENTS,
+    partition_ddl,
+)
 from finops_audit.storage.sqlite import format_timestamp
 
 Writer = Callable[[psycopg.Connection[Any], list[BufferedRow]], None]
@@ -97,13 +103,9 @@ def fresh_db(admin: str, name: str, months: set[int]) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in SCHEMA_STATEMENTS:
             conn.execute(statement)
-        conn.execute(pg._LABELS_DDL)
         for month in months:
-            part, low, high = pg._partition(month)
-            conn.execute(
-                f"CREATE TABLE {part} PARTITION OF audit_logs "
-                f"FOR VALUES FROM ('{low}') TO ('{high}')"
-            )
+            year, index = divmod(month, 12)
+            conn.execute(partition_ddl(datetime(year, index + 1, 1, tzinfo=timezone.utc)))
         conn.execute("CHECKPOINT")
     return url
 
@@ -138,16 +140,16 @@ def staged(binary: bool, per_transaction: bool) -> Writer:
     """
     types = [
         t if binary else pg._CAST.get(c.strip('"'), t)
-        for c, t in zip(pg.STORED_COLUMNS, pg._STAGING_TYPES, strict=True)
+        for c, t in zip(CENTRAL_COLUMNS, pg._STAGING_TYPES, strict=True)
     ]
     table = f"bench_{'bin' if binary else 'txt'}_{'tx' if per_transaction else 'conn'}"
     lifetime = "ON COMMIT DROP" if per_transaction else "ON COMMIT DELETE ROWS"
     ddl = (
         f"CREATE TEMP TABLE IF NOT EXISTS {table} ("
-        + ", ".join(f"{c} {t}" for c, t in zip(pg.STORED_COLUMNS, types, strict=True))
+        + ", ".join(f"{c} {t}" for c, t in zip(CENTRAL_COLUMNS, types, strict=True))
         + f") {lifetime}"
     )
-    cols = ", ".join(pg.STORED_COLUMNS)
+    cols = ", ".join(CENTRAL_COLUMNS)
     copy_sql = f"COPY {table} ({cols}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")
     insert = pg._INSERT.replace("finops_audit_staging", table)
     if not binary:
@@ -158,7 +160,7 @@ def staged(binary: bool, per_transaction: bool) -> Writer:
     made: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     def write(conn: psycopg.Connection[Any], rows: list[BufferedRow]) -> None:
-        values, _ = pg.central_rows(REPLICA.replica_id, rows)
+        values, _ = central_rows(REPLICA.replica_id, rows)
         with conn.transaction(), conn.cursor() as cur:
             if per_transaction or conn not in made:
                 cur.execute(ddl)
@@ -176,12 +178,12 @@ def staged(binary: bool, per_transaction: bool) -> Writer:
 
 
 def write_unnest(conn: psycopg.Connection[Any], rows: list[BufferedRow]) -> None:
-    values, _ = pg.central_rows(REPLICA.replica_id, rows)
+    values, _ = central_rows(REPLICA.replica_id, rows)
     columns = list(zip(*values, strict=True))
-    cols = ", ".join(pg.STORED_COLUMNS)
+    cols = ", ".join(CENTRAL_COLUMNS)
     arrays = ", ".join(
         f"%s::{pg._CAST.get(c, t)}[]"
-        for c, t in zip(pg.STORED_COLUMNS, pg._STAGING_TYPES, strict=True)
+        for c, t in zip(CENTRAL_COLUMNS, pg._STAGING_TYPES, strict=True)
     )
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
@@ -194,11 +196,10 @@ def write_unnest(conn: psycopg.Connection[Any], rows: list[BufferedRow]) -> None
 
 
 def write_executemany(conn: psycopg.Connection[Any], rows: list[BufferedRow]) -> None:
-    values, _ = pg.central_rows(REPLICA.replica_id, rows)
-    cols = ", ".join(pg.STORED_COLUMNS)
+    values, _ = central_rows(REPLICA.replica_id, rows)
+    cols = ", ".join(CENTRAL_COLUMNS)
     marks = ", ".join(
-        f"%s::{pg._CAST.get(c, t)}"
-        for c, t in zip(pg.STORED_COLUMNS, pg._STAGING_TYPES, strict=True)
+        f"%s::{pg._CAST.get(c, t)}" for c, t in zip(CENTRAL_COLUMNS, pg._STAGING_TYPES, strict=True)
     )
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
@@ -244,14 +245,14 @@ def main() -> None:
     batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
 
     started = time.process_time()
-    converted = [pg.central_rows(REPLICA.replica_id, b) for b in batches]
+    converted = [central_rows(REPLICA.replica_id, b) for b in batches]
     convert_us = (time.process_time() - started) / len(rows) * 1e6
     months = set().union(*(m for _, m in converted))
     months |= {max(months) + 1}
 
     def raw_copy(conn: psycopg.Connection[Any], batch: list[BufferedRow]) -> None:
         values = by_first[batch[0].seq]
-        copy_sql = f"COPY audit_logs ({', '.join(pg.STORED_COLUMNS)}) FROM STDIN"
+        copy_sql = f"COPY audit_logs ({', '.join(CENTRAL_COLUMNS)}) FROM STDIN"
         with conn.transaction(), conn.cursor() as cur, cur.copy(copy_sql) as cp:
             for value in values:
                 cp.write_row(value)

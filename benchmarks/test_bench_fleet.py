@@ -48,9 +48,13 @@ from finops_audit import AuditService, audit_tool_sync
 
 psycopg = pytest.importorskip("psycopg")
 
-from finops_audit.forwarding import postgres as pg_sink  # noqa: E402
+from finops_audit.forwarding._pg_rows import central_rows  # noqa: E402
 from finops_audit.forwarding.base import BUFFER_COLUMNS, BufferedRow  # noqa: E402
-from finops_audit.storage._pg_schema import SCHEMA_STATEMENTS, partition_ddl  # noqa: E402
+from finops_audit.storage._pg_schema import (  # noqa: E402
+    CENTRAL_COLUMNS,
+    SCHEMA_STATEMENTS,
+    partition_ddl,
+)
 from test_bench_overhead import QueueLogging  # noqa: E402
 
 BIG = 200_000
@@ -87,7 +91,6 @@ class Server:
         with psycopg.connect(url, autocommit=True) as conn:
             for statement in SCHEMA_STATEMENTS:
                 conn.execute(statement)
-            conn.execute("ALTER TABLE audit_logs ADD COLUMN IF NOT EXISTS labels_text text")
             conn.execute(partition_ddl(now))
             conn.execute(partition_ddl(now + timedelta(days=32)))
         return url
@@ -219,8 +222,8 @@ def test_forward_full_buffer(
 @pytest.mark.timeout(900)
 @pytest.mark.benchmark(group="7-fleet-forward-throughput")
 def test_raw_copy_baseline(benchmark: Any, server: Server, templates: Templates) -> None:
-    values, _ = pg_sink.central_rows("bench", buffered_rows(templates.big))
-    copy_sql = f"COPY audit_logs ({', '.join(pg_sink.STORED_COLUMNS)}) FROM STDIN"
+    values, _ = central_rows("bench", buffered_rows(templates.big))
+    copy_sql = f"COPY audit_logs ({', '.join(CENTRAL_COLUMNS)}) FROM STDIN"
     conns: list[tuple[Any, str]] = []
 
     def setup() -> tuple[tuple[Any], dict[str, Any]]:

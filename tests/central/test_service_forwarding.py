@@ -368,3 +368,35 @@ def test_cli_forward_delivers_a_left_behind_buffer(tmp_path: Path, pg_url: str) 
     nothing = runner.invoke(main, ["forward", "--db", str(db)], catch_exceptions=False)
     assert nothing.exit_code != 0
     assert "nothing to forward to" in nothing.output
+
+
+def test_hourly_maintenance_applies_retention_centrally_and_trims_the_buffer(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from finops_audit.forwarding._setup import _central_maintenance, _trim_buffer
+
+    db = tmp_path / "buf.db"
+    svc = AuditService(db_path=db, db_url=pg_url, retention_days=30, buffer_retention_hours=0)
+
+    @audit_tool_sync(service=svc)
+    def tool(i: int) -> int:
+        return i
+
+    for i in range(40):
+        tool(i=i)
+    svc.forward(timeout=30)
+    old = datetime.now(timezone.utc) - timedelta(days=200)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(partition_ddl(old))
+        conn.execute("UPDATE audit_logs SET timestamp = %s WHERE seq <= 15", (old,))
+    forwarder = svc._fleet.forwarders[0]
+    settings = svc.settings
+    _central_maintenance(
+        settings, svc._verifier, lambda f: _trim_buffer(settings, svc._verifier, f), forwarder
+    )
+    assert svc.count() == 25  # the aged rows left the central store
+    assert svc.verify().ok
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM audit_logs").fetchone()[0] == 0  # all delivered
+    conn.close()
+    svc.close()

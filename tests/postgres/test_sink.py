@@ -31,15 +31,18 @@ from finops_audit.storage.sqlite import format_timestamp
 
 psycopg = pytest.importorskip("psycopg")
 
-from finops_audit.forwarding import postgres as pg  # noqa: E402  (needs psycopg)
-from finops_audit.forwarding.postgres import (  # noqa: E402
+from finops_audit.forwarding import _pg_rows  # noqa: E402
+from finops_audit.forwarding._pg_rows import (  # noqa: E402
     CHAIN_COLUMNS,
-    PostgresSink,
     chain_fields,
     jsonb_input,
+    restore_text,
+    stored_text,
+)
+from finops_audit.forwarding.postgres import (  # noqa: E402  (needs psycopg)
+    PostgresSink,
     mask_url,
     replica_signature,
-    restore_text,
 )
 
 CHAINER = Chainer()
@@ -340,23 +343,40 @@ def test_a_plain_table_with_a_partition_name_is_a_clear_error(pg_url: str) -> No
             sink.send(REPLICA, rows, GENESIS)
     finally:
         sink.close()
+    # the check made again under the partition lock says the same
+    from finops_audit.storage._pg_schema import partition_ddl
+
+    with (
+        psycopg.connect(pg_url, autocommit=True) as conn,
+        pytest.raises(psycopg.errors.RaiseException, match="audit_logs_203502 exists but is not"),
+    ):
+        conn.execute(partition_ddl(datetime(2035, 2, 2)))
 
 
-def test_stored_columns_are_the_schema_columns_plus_labels_text() -> None:
+def test_central_rows_fill_the_schema_columns() -> None:
     from finops_audit.storage._pg_schema import CENTRAL_COLUMNS
 
-    assert (*CENTRAL_COLUMNS, "labels_text") == pg.STORED_COLUMNS
-    values, months = pg.central_rows("r", trail(1))
-    assert len(values[0]) == len(pg.STORED_COLUMNS)
+    values, months = _pg_rows.central_rows("r", trail(1))
+    assert len(values[0]) == len(CENTRAL_COLUMNS)
     assert len(months) == 1
-    assert set(CHAIN_COLUMNS) < set(pg.STORED_COLUMNS)
+    assert set(CHAIN_COLUMNS) < set(CENTRAL_COLUMNS)
+    assert CENTRAL_COLUMNS.index("labels_text") == CENTRAL_COLUMNS.index("labels") + 1
 
 
-def test_partition_names_match_the_schema_module() -> None:
+def test_partition_ddl_makes_the_named_month_with_its_bounds() -> None:
+    from finops_audit.storage._pg_schema import PARTITION_LOCK_KEY, partition_ddl
+
     for when in (datetime(2026, 1, 1), datetime(2026, 12, 31), datetime(1999, 7, 4)):
-        name, low, _ = pg._partition(when.year * 12 + when.month - 1)
-        assert name == partition_name(when)
-        assert low.startswith(f"{when.year:04d}-{when.month:02d}-01")
+        ddl = partition_ddl(when)
+        assert f"ATTACH PARTITION {partition_name(when)} " in ddl
+        assert f"FROM ('{when.year:04d}-{when.month:02d}-01 00:00:00+00')" in ddl
+        assert f"pg_advisory_xact_lock({PARTITION_LOCK_KEY})" in ddl
+        assert "PARTITION OF" not in ddl
+    # the last month datetime can hold still has an end
+    assert "TO ('10000-01-01 00:00:00+00')" in partition_ddl(datetime(9999, 12, 31))
+    # an aware time is placed by its UTC month
+    eve = datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert "ATTACH PARTITION audit_logs_202512 " in partition_ddl(eve)
 
 
 # ---------------------------------------------------------------- idempotence
@@ -527,14 +547,14 @@ def test_hostile_rows_land_and_the_chain_still_verifies(pg_url: str, sink: Postg
 def test_restore_text_inverts_the_escaping() -> None:
     samples = ["", "plain", "a\x00b", MARK, MARK + "x", "\ud800", "x\udfffy", '"\\', "😀\x00"]
     for text in samples:
-        stored = pg._text(text)
+        stored = stored_text(text)
         assert stored is not None
         assert "\x00" not in stored
         stored.encode("utf-8")  # PostgreSQL can hold it
         assert restore_text(stored) == text
-    assert pg._text(None) is None
+    assert stored_text(None) is None
     assert restore_text(None) is None
-    assert pg._text("plain") == "plain"  # only what PostgreSQL refuses is escaped
+    assert stored_text("plain") == "plain"  # only what PostgreSQL refuses is escaped
 
 
 def test_odd_identities_times_and_durations_still_land(pg_url: str, sink: PostgresSink) -> None:

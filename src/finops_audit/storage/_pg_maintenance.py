@@ -15,7 +15,7 @@ Backups are in ``_pg_backup``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +26,8 @@ from psycopg import sql
 from .._chain import GENESIS, Chainer
 from .._encoding import decode_parameters
 from ..exceptions import AuditStorageError
+from ..forwarding._pg_rows import CHAIN_COLUMNS, chain_fields, jsonb_input
+from ..forwarding.postgres import replica_signature
 from ..maintenance import PurgeReport, VerifyReport
 from .sqlite import format_timestamp
 
@@ -36,9 +38,9 @@ _CHUNK = 5000
 _LOCK_TRIES = 8
 _LOCK_WAIT = "2s"
 
-# The chain's columns are the sink's definition (CHAIN_COLUMNS), read by name.
+# The chain's columns as the sink stores them (_pg_rows.CHAIN_COLUMNS), read by name.
 _WALK = (
-    "SELECT id, seq, row_hash, parameters::text, {columns} FROM audit_logs "
+    f"SELECT id, seq, row_hash, parameters::text, {', '.join(CHAIN_COLUMNS)} FROM audit_logs "
     "WHERE replica_id = %s AND seq > %s ORDER BY seq, id"
 )
 # Distinct replica ids through the (replica_id, seq) index, one probe each.
@@ -68,9 +70,6 @@ WHERE timestamp < %(cutoff)s AND (event_id, timestamp) IN (
 )
 RETURNING id, replica_id, seq, row_hash
 """
-
-#: ``replica_signature(chainer, replica_id, buffer_id, anchor_seq, anchor_hash, legacy_through)``
-ReplicaSigner = Callable[[Chainer, str, str, int, str, int], str]
 
 
 @dataclass
@@ -104,22 +103,6 @@ class _Outcome:
 # ---------------------------------------------------------------------- verify
 
 
-class _Chain:
-    """How the sink stored a replica's rows: what the chain covers, and the signatures.
-
-    Imported late: the reader loads the forwarding module only to verify.
-    """
-
-    def __init__(self) -> None:
-        from ..forwarding import postgres as sink
-
-        self.walk = _WALK.format(columns=", ".join(sink.CHAIN_COLUMNS))
-        self.fields: Callable[[Sequence[Any]], tuple[Any, ...]] = sink.chain_fields
-        self.signature: ReplicaSigner = sink.replica_signature
-        # TODO(lead): a public name for the sink's jsonb input of a JSON text
-        self.jsonb_input: Callable[[str], str] = sink._jsonb
-
-
 async def verify(conn: Connection, chainer: Chainer) -> VerifyReport:
     """Walk every replica's chain; ``ok`` is false where any of them breaks.
 
@@ -127,7 +110,6 @@ async def verify(conn: Connection, chainer: Chainer) -> VerifyReport:
     missing rows: the row found in their place) and ``problem`` names the
     replica. ``checkpoint_through_id`` is the highest checkpoint ``seq`` used.
     """
-    chain = _Chain()
     await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
     await conn.set_read_only(True)
     async with conn.transaction():
@@ -151,7 +133,7 @@ async def verify(conn: Connection, chainer: Chainer) -> VerifyReport:
         outcomes: list[tuple[str, _Outcome]] = []
         for replica in replicas:
             cp = checkpoints.get(replica.replica_id)
-            outcome = await _walk(conn, chainer, chain, replica, cp)
+            outcome = await _walk(conn, chainer, replica, cp)
             outcomes.append((replica.replica_id, outcome))
         known = {r.replica_id for r in replicas}
         for (replica_id,) in await _all(conn, _PRESENT_REPLICAS):
@@ -200,13 +182,12 @@ def _report(outcomes: list[tuple[str, _Outcome]], keyed: bool) -> VerifyReport:
 async def _walk(
     conn: Connection,
     chainer: Chainer,
-    chain: _Chain,
     replica: _Replica,
     cp: _Checkpoint | None,
 ) -> _Outcome:
     out = _Outcome()
     rid = replica.replica_id
-    expected_signature = chain.signature(
+    expected_signature = replica_signature(
         chainer,
         rid,
         replica.buffer_id,
@@ -236,11 +217,10 @@ async def _walk(
         out.through = cp.through
     chained = prev != GENESIS
     expected = start + 1
-    row_hash_of = chainer.row_hash
-    fields_of = chain.fields
+    row_hash_of, fields_of = chainer.row_hash, chain_fields
     async with conn.cursor(name="finops_audit_verify") as cur:
         cur.itersize = _CHUNK
-        await cur.execute(chain.walk, (rid, start))
+        await cur.execute(_WALK, (rid, start))
         async for row in cur:
             ident, seq, row_hash, jsonb_text = row[:4]
             if seq != expected:
@@ -278,7 +258,7 @@ async def _walk(
                         )
                     )
                     return out
-                if not _same_parameters(chain, fields[2], jsonb_text):
+                if not _same_parameters(fields[2], jsonb_text):
                     out.bad_id = ident
                     out.problem = (
                         f"row seq {seq}: its parameters (jsonb) differ from the text its "
@@ -292,7 +272,7 @@ async def _walk(
     return out
 
 
-def _same_parameters(chain: _Chain, text: str | None, jsonb_text: str) -> bool:
+def _same_parameters(text: str | None, jsonb_text: str) -> bool:
     """Whether the ``jsonb`` column still holds what the chained text says.
 
     Compared as parsed values: ``jsonb`` reorders keys and respells numbers.
@@ -301,7 +281,7 @@ def _same_parameters(chain: _Chain, text: str | None, jsonb_text: str) -> bool:
     """
     if text is None:
         return True  # the hash check has already failed for such a row
-    expected = chain.jsonb_input(text)
+    expected = jsonb_input(text)
     return decode_parameters(expected) == decode_parameters(jsonb_text)
 
 

@@ -3,7 +3,12 @@
 * ``audit_logs`` is range-partitioned by month on ``timestamp``; the forwarder
   creates each month's partition before it sends rows of that month (and the
   next month ahead), and retention drops whole partitions, which is cheap
-  where ``DELETE`` plus ``VACUUM`` is not.
+  where ``DELETE`` plus ``VACUUM`` is not. :func:`partition_ddl` is the one
+  way a partition is made: ``CREATE TABLE … (LIKE audit_logs)`` plus ``ATTACH
+  PARTITION``, which takes SHARE UPDATE EXCLUSIVE on ``audit_logs`` (readers
+  and inserters go on), where ``CREATE TABLE … PARTITION OF`` takes ACCESS
+  EXCLUSIVE: it would wait behind a long export and stall every reader queued
+  behind it.
 * The primary key ``(event_id, timestamp)`` makes forwarding idempotent: a
   batch sent twice inserts nothing the second time (``ON CONFLICT DO
   NOTHING``). It must include ``timestamp``, the partition key.
@@ -11,8 +16,9 @@
   lock, so ids become visible in order: keyset paging (``id > last``) and
   ``tail`` never skip a row that commits late.
 * ``replica_id`` and ``seq`` (the row's id in its replica's buffer) keep each
-  replica's hash chain: ``parameters_text`` holds the exact JSON text the
-  chain covers (``jsonb`` normalises it), only for chained rows.
+  replica's hash chain: ``parameters_text`` and ``labels_text`` hold the exact
+  JSON texts the chain covers (``jsonb`` normalises them: it reorders keys and
+  respells numbers), only for chained rows.
 * ``"user"`` is a reserved word in PostgreSQL: always quoted.
 """
 
@@ -23,14 +29,19 @@ from datetime import datetime, timezone
 __all__ = [
     "ADVISORY_LOCK_KEY",
     "CENTRAL_COLUMNS",
+    "PARTITION_LOCK_KEY",
+    "SCHEMA_LOCK_KEY",
     "SCHEMA_STATEMENTS",
-    "month_bounds",
     "partition_ddl",
     "partition_name",
 ]
 
 #: pg_advisory_xact_lock key that serialises id assignment across forwarders.
 ADVISORY_LOCK_KEY = 0x6A0D17  # "audit"
+#: pg_advisory_xact_lock key under which the schema is created (sessions take turns).
+SCHEMA_LOCK_KEY = ADVISORY_LOCK_KEY + 1
+#: pg_advisory_xact_lock key under which partitions are created.
+PARTITION_LOCK_KEY = ADVISORY_LOCK_KEY + 2
 
 SCHEMA_STATEMENTS: tuple[str, ...] = (
     "CREATE SEQUENCE IF NOT EXISTS audit_logs_id_seq AS bigint",
@@ -57,6 +68,7 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
         trace_id text,
         span_id text,
         labels jsonb,
+        labels_text text,
         forwarded_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (event_id, timestamp)
     ) PARTITION BY RANGE (timestamp)
@@ -121,29 +133,47 @@ CENTRAL_COLUMNS = (
     "trace_id",
     "span_id",
     "labels",
+    "labels_text",
 )
 
 
-def month_bounds(when: datetime) -> tuple[datetime, datetime]:
-    """Start of ``when``'s month and of the next, in UTC."""
-    when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    start = when.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
+def partition_name(when: datetime) -> str:
+    """Name of the monthly partition for ``when``'s year and month (as given, not converted)."""
+    return f"audit_logs_{when.year:04d}{when.month:02d}"
 
 
-def partition_name(start: datetime) -> str:
-    return f"audit_logs_{start.year:04d}{start.month:02d}"
+def _month_start(year: int, month: int) -> str:
+    return f"{year:04d}-{month:02d}-01 00:00:00+00"  # as text: December 9999 has an end too
 
 
 def partition_ddl(when: datetime) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for the partition holding ``when``."""
-    start, end = month_bounds(when)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {partition_name(start)} PARTITION OF audit_logs "
-        f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+    """One statement that makes the partition holding ``when`` unless it exists.
+
+    The check and the creation run under :data:`PARTITION_LOCK_KEY`, held to
+    the end of the transaction (the statement's own in autocommit), so
+    sessions making the same month take turns. A table that has the
+    partition's name but is not one is an error, never silently used.
+    """
+    when = when.astimezone(timezone.utc) if when.tzinfo else when  # naive: UTC already
+    name = partition_name(when)
+    low = _month_start(when.year, when.month)
+    high = (
+        _month_start(when.year + 1, 1)
+        if when.month == 12
+        else _month_start(when.year, when.month + 1)
     )
+    refused = (
+        f"table {name} exists but is not a partition of audit_logs; "
+        "drop or rename it so its month can be forwarded"
+    )
+    return f"""DO $partition$
+BEGIN
+    PERFORM pg_advisory_xact_lock({PARTITION_LOCK_KEY});
+    IF to_regclass('{name}') IS NULL THEN
+        CREATE TABLE {name} (LIKE audit_logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+        ALTER TABLE audit_logs ATTACH PARTITION {name} FOR VALUES FROM ('{low}') TO ('{high}');
+    ELSIF NOT (SELECT relispartition FROM pg_class WHERE oid = to_regclass('{name}')) THEN
+        RAISE EXCEPTION '{refused}';
+    END IF;
+END
+$partition$"""

@@ -33,13 +33,13 @@ from psycopg.conninfo import conninfo_to_dict
 from .._chain import Chainer
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..exceptions import AuditStorageError
-from ..forwarding.postgres import SCHEMA_LOCK_KEY, STORED_COLUMNS, mask_url
+from ..forwarding.postgres import mask_url
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry
 from . import _pg_backup
 from . import _pg_maintenance as maintenance
 from . import _pg_queries as sql
-from ._pg_schema import SCHEMA_STATEMENTS
+from ._pg_schema import SCHEMA_LOCK_KEY, SCHEMA_STATEMENTS
 from .base import LogQuery
 
 __all__ = ["PostgresAuditStore"]
@@ -250,14 +250,13 @@ class PostgresAuditStore:
 
 
 async def _create_schema(conn: Connection) -> None:
-    """The schema, as the forwarders create it, unless it is already complete.
+    """The schema, as the forwarders create it, unless its tables already exist.
 
-    A reader's role may lack the CREATE privilege: when every table and column
-    exists, nothing is created. Otherwise the statements run under the
-    forwarders' schema lock, so processes starting together take turns.
+    A reader's role may lack the CREATE privilege: when the tables exist,
+    nothing is created. Otherwise the statements run under the forwarders'
+    schema lock, so processes starting together take turns.
     """
-    names = list(_COLUMN_NAMES)
-    cur = await conn.execute(_SCHEMA_COMPLETE, (names, names))
+    cur = await conn.execute(_SCHEMA_COMPLETE)
     row = await cur.fetchone()
     if row is not None and all(row):
         return
@@ -265,15 +264,10 @@ async def _create_schema(conn: Connection) -> None:
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
         for statement in SCHEMA_STATEMENTS:
             await conn.execute(statement)
-        # the sink's addition to the fixed schema (the exact labels text it chains)
-        await conn.execute("ALTER TABLE audit_logs ADD COLUMN IF NOT EXISTS labels_text text")
 
 
-_COLUMN_NAMES = tuple(c.strip('"') for c in STORED_COLUMNS)
 _SCHEMA_COMPLETE = """
-SELECT to_regclass('audit_replicas') IS NOT NULL,
-       to_regclass('audit_checkpoints') IS NOT NULL,
-       (SELECT count(*) FROM pg_attribute
-        WHERE attrelid = to_regclass('audit_logs') AND attname = ANY(%s) AND NOT attisdropped)
-       = cardinality(%s::text[])
+SELECT to_regclass('audit_logs') IS NOT NULL,
+       to_regclass('audit_replicas') IS NOT NULL,
+       to_regclass('audit_checkpoints') IS NOT NULL
 """
