@@ -399,8 +399,11 @@ class AuditWriter:
         thread.join(timeout=wait)
         self._finish_close()
 
-    async def aclose(self, timeout: float | None = None) -> None:
-        """:meth:`close` for async code: awaits the drain without blocking the loop."""
+    async def aclose(self, timeout: float | None = None, *, run_hooks: bool = True) -> None:
+        """:meth:`close` for async code: awaits the drain without blocking the loop.
+
+        ``run_hooks=False``: the caller closes the forwarders itself, off the loop.
+        """
         wait = self._settings.close_timeout if timeout is None else timeout
         thread = self._begin_close(wait)
         if thread is None:
@@ -412,7 +415,7 @@ class AuditWriter:
                 f"audit writer did not drain within {wait}s; "
                 f"{len(self._queue) + self._inflight} entries were still pending"
             ) from None
-        self._finish_close()
+        self._finish_close(run_hooks=run_hooks)
 
     def _begin_close(self, wait: float) -> threading.Thread | None:
         if self._pid != os.getpid():
@@ -437,13 +440,13 @@ class AuditWriter:
         self._wake()
         return thread
 
-    def _finish_close(self) -> None:
+    def _finish_close(self, run_hooks: bool = True) -> None:
         _running.discard(self)
         stranded = [e for e in self._queue if type(e) is tuple]
         self._queue.clear()
         if stranded:
             self._drop(len(stranded), "they arrived while the service was closing")
-        if self._hooks is not None:
+        if self._hooks is not None and run_hooks:
             try:
                 self._hooks.closed()
             except Exception:

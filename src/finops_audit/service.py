@@ -8,6 +8,7 @@ the ``AUDIT_*`` settings, so the design note's bare ``@audit_tool`` just works.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import csv
 import functools
 import os
@@ -28,7 +29,7 @@ from ._durations import parse_duration
 from ._writer import AuditStats, AuditWriter, WriterHooks
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
-from .exceptions import AuditClosedError, AuditConfigError
+from .exceptions import AuditClosedError, AuditConfigError, AuditTimeoutError
 from .forwarding._forwarder import Forwarder
 from .forwarding._setup import build_central_store, build_forwarders
 from .maintenance import BackupReport, PurgeReport, VerifyReport
@@ -103,12 +104,15 @@ class AuditService:
         # With a central store, retention is applied there (and to the buffer only
         # below the forwarding cursor), never to rows still waiting to be sent.
         self._central = build_central_store(settings, self._verifier)
-        if self._central is not None:
-            retention = None
         self._fleet = _Fleet(build_forwarders(settings, self._verifier), settings.forward_timeout)
+        if self._fleet.forwarders:
+            retention = None  # the forwarders apply it, never above their cursors
         self._central_loop = LoopThread("finops-audit-central") if self._central else None
         hooks = self._fleet.hooks() if self._fleet.forwarders else None
         self._writer = AuditWriter(store_factory, settings, self.redactor, retention, hooks)
+        if self._fleet.forwarders and self.db_path.exists():
+            # A replica restarted with a backlog ships it even before its first call.
+            self._fleet.start()
 
     @property
     def db_path(self) -> Path:
@@ -137,29 +141,43 @@ class AuditService:
     # ------------------------------------------------------------------ queries
 
     def _catch_up(self) -> None:
-        """Read-your-writes: this service's accepted entries are in the store read."""
+        """Read-your-writes: this service's accepted entries are in the store read.
+
+        Only the central store's forwarder is waited for: an OTLP collector
+        being down must not stop queries.
+        """
         self._writer.flush(timeout=self.settings.close_timeout)
         if self._central is not None and self._writer.stats().accepted:
-            self.forward(timeout=self.settings.close_timeout)
+            self._forward(self.settings.close_timeout, central_only=True)
 
     async def _acatch_up(self) -> None:
         await self._writer.aflush(timeout=self.settings.close_timeout)
         if self._central is not None and self._writer.stats().accepted:
-            await self.aforward(timeout=self.settings.close_timeout)
+            await self._aforward(self.settings.close_timeout, central_only=True)
 
     def _ask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
         """Run ``ask`` on the store queries read: the central one if configured."""
         if self._central is not None and self._central_loop is not None:
             if self.closed:
                 raise AuditClosedError("this audit service is closed; create a new AuditService")
-            return self._central_loop.run(ask(self._central))
+            try:
+                return self._central_loop.run(ask(self._central))
+            except concurrent.futures.CancelledError:
+                raise AuditClosedError("the audit service was closed during the query") from None
         return self._writer.run(ask)
 
     async def _aask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
         if self._central is not None and self._central_loop is not None:
             if self.closed:
                 raise AuditClosedError("this audit service is closed; create a new AuditService")
-            return await self._central_loop.arun(ask(self._central))
+            try:
+                return await self._central_loop.arun(ask(self._central))
+            except asyncio.CancelledError:
+                if self.closed:
+                    raise AuditClosedError(
+                        "the audit service was closed during the query"
+                    ) from None
+                raise
         return await self._writer.arun(ask)
 
     def _read(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
@@ -471,29 +489,45 @@ class AuditService:
         ``close_timeout``). Without ``AUDIT_DB_URL`` or ``AUDIT_OTLP_ENDPOINT``
         it is :meth:`flush`.
         """
-        wait = self.settings.close_timeout if timeout is None else timeout
+        self._forward(self.settings.close_timeout if timeout is None else timeout)
+
+    async def aforward(self, timeout: float | None = None) -> None:
+        """:meth:`forward` for async code; never blocks the event loop, and cancelling
+        it stops the wait (the entries are still delivered in the background)."""
+        await self._aforward(self.settings.close_timeout if timeout is None else timeout)
+
+    def _forwarders(self, central_only: bool) -> list[Forwarder]:
+        if self._writer.closed:
+            raise AuditClosedError("this audit service is closed; create a new AuditService")
+        self._writer.start()
+        return [f for f in self._fleet.forwarders if not central_only or f.sink_name == "postgres"]
+
+    def _forward(self, wait: float, central_only: bool = False) -> None:
         deadline = time.monotonic() + wait
         self._writer.flush(timeout=wait)
         if not self._fleet.forwarders:
             return
-        if self._writer.closed:
-            raise AuditClosedError("this audit service is closed; create a new AuditService")
-        self._writer.start()
-        for forwarder in self._fleet.forwarders:
+        for forwarder in self._forwarders(central_only):
             forwarder.wait_forwarded(max(deadline - time.monotonic(), 0.0))
 
-    async def aforward(self, timeout: float | None = None) -> None:
-        """:meth:`forward` for async code; never blocks the event loop."""
-        wait = self.settings.close_timeout if timeout is None else timeout
+    async def _aforward(self, wait: float, central_only: bool = False) -> None:
         deadline = time.monotonic() + wait
         await self._writer.aflush(timeout=wait)
         if not self._fleet.forwarders:
             return
-        if self._writer.closed:
-            raise AuditClosedError("this audit service is closed; create a new AuditService")
-        await asyncio.to_thread(self._writer.start)
-        for forwarder in self._fleet.forwarders:
-            await asyncio.to_thread(forwarder.wait_forwarded, max(deadline - time.monotonic(), 0.0))
+        forwarders = await asyncio.to_thread(self._forwarders, central_only)
+        for forwarder in forwarders:
+            goal = await asyncio.to_thread(forwarder.goal)
+            # Short slices in a thread: a cancelled aforward leaves no long wait behind.
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    await asyncio.to_thread(forwarder.wait_forwarded, min(max(left, 0), 0.2), goal)
+                    break
+                except AuditTimeoutError:
+                    if time.monotonic() >= deadline:
+                        behind = await asyncio.to_thread(forwarder.behind, goal)
+                        raise forwarder.late(wait, behind) from None
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything accepted, then stop the writer. Safe to call twice.
@@ -509,7 +543,7 @@ class AuditService:
 
     async def aclose(self, timeout: float | None = None) -> None:
         try:
-            await self._writer.aclose(timeout)
+            await self._writer.aclose(timeout, run_hooks=False)
         finally:
             await asyncio.to_thread(self._fleet.close)
             await asyncio.to_thread(self._stop_central)

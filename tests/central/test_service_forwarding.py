@@ -400,3 +400,149 @@ def test_hourly_maintenance_applies_retention_centrally_and_trims_the_buffer(
     assert conn.execute("SELECT count(*) FROM audit_logs").fetchone()[0] == 0  # all delivered
     conn.close()
     svc.close()
+
+
+def test_close_with_the_database_down_backs_off_instead_of_spinning(tmp_path: Path) -> None:
+    svc = AuditService(db_path=tmp_path / "buf.db", db_url=closed_port_url(), forward_timeout=2)
+
+    @audit_tool_sync(service=svc)
+    def tool(i: int) -> int:
+        return i
+
+    for i in range(5):
+        tool(i=i)
+    forwarder = svc._fleet.forwarders[0]
+    svc.close()
+    # Backoff doubles from 0.1 s: a handful of attempts in two seconds, not thousands.
+    assert 1 <= forwarder.stats().failures <= 12
+
+
+def test_a_query_running_when_the_service_closes_ends_with_a_clear_error(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import threading
+
+    from finops_audit import AuditClosedError
+
+    svc = AuditService(db_path=tmp_path / "buf.db", db_url=pg_url)
+
+    @audit_tool_sync(service=svc)
+    def tool(i: int) -> int:
+        return i
+
+    tool(i=1)
+    svc.forward(timeout=30)
+    outcome: list[BaseException | int] = []
+    with psycopg.connect(pg_url) as blocker:
+        blocker.execute("LOCK TABLE audit_logs IN ACCESS EXCLUSIVE MODE")  # queries now wait
+
+        def query() -> None:
+            try:
+                outcome.append(len(svc.get_logs()))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=query)
+        reader.start()
+        with psycopg.connect(pg_url, autocommit=True) as watcher:
+            wait_until(
+                lambda: (
+                    watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name = 'finops-audit'"
+                    ).fetchone()[0]
+                    >= 1
+                ),
+                timeout=30,
+            )
+        svc.close()
+        reader.join(30)
+        assert not reader.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], AuditClosedError)
+
+
+def test_aclose_does_not_block_the_event_loop_while_forwarding_gives_up(tmp_path: Path) -> None:
+    async def scenario() -> bool:
+        svc = AuditService(db_path=tmp_path / "buf.db", db_url=closed_port_url(), forward_timeout=1)
+
+        @audit_tool(service=svc)
+        async def tool(i: int) -> int:
+            return i
+
+        await tool(i=1)
+        closing = asyncio.create_task(svc.aclose())
+        await asyncio.sleep(0.05)  # the loop runs other tasks while aclose waits
+        progressed = not closing.done()
+        await closing
+        return progressed
+
+    assert asyncio.run(scenario())
+
+
+def test_an_otlp_collector_down_does_not_stop_central_queries(tmp_path: Path, pg_url: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with AuditService(
+        db_path=tmp_path / "buf.db",
+        db_url=pg_url,
+        otlp_endpoint=f"http://127.0.0.1:{port}",
+        forward_timeout=0.2,
+    ) as svc:
+
+        @audit_tool_sync(service=svc)
+        def tool(i: int) -> int:
+            return i
+
+        for i in range(7):
+            tool(i=i)
+        assert len(svc.get_logs()) == 7  # read-your-writes waits for PostgreSQL only
+        with pytest.raises(AuditTimeoutError, match="OTLP"):
+            svc.forward(timeout=0.5)
+
+
+@pytest.mark.parametrize("replica_id", [None, "fixed-name"])
+def test_a_replaced_buffer_is_followed_and_forwarded(
+    tmp_path: Path, pg_url: str, replica_id: str | None
+) -> None:
+    db = tmp_path / "buf.db"
+    with AuditService(db_path=db, db_url=pg_url, replica_id=replica_id) as svc:
+
+        @audit_tool_sync(service=svc)
+        def tool(i: int) -> int:
+            return i
+
+        for i in range(10):
+            tool(i=i)
+        svc.forward(timeout=30)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        for i in range(5):
+            tool(i=i)
+        svc.forward(timeout=30)
+        assert svc.count() == 15
+    replicas = {r[0] for r in central_rows(pg_url)}
+    assert len(replicas) == 2  # the new buffer is a new chain
+    if replica_id is not None:
+        assert replica_id in replicas
+        assert any(r.startswith(f"{replica_id}~") for r in replicas)  # type: ignore[union-attr]
+    with AuditService(db_path=tmp_path / "reader.db", db_url=pg_url) as reader:
+        assert reader.verify().ok
+
+
+def test_a_restarted_idle_replica_ships_its_backlog_without_a_call(
+    tmp_path: Path, pg_url: str
+) -> None:
+    db = tmp_path / "buf.db"
+    with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.1) as svc:
+
+        @audit_tool_sync(service=svc)
+        def tool(i: int) -> int:
+            return i
+
+        for i in range(20):
+            tool(i=i)
+    with AuditService(db_path=db, db_url=pg_url):
+        wait_until(lambda: buffer_cursor(db) == 20, timeout=30)
+    assert len(central_rows(pg_url)) == 20

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .._chain import GENESIS
 from ..exceptions import AuditTimeoutError
-from .base import BUFFER_COLUMNS, BufferedRow, ForwardSink, ReplicaInfo
+from .base import BUFFER_COLUMNS, BufferedRow, ForwardSink, ReplicaConflictError, ReplicaInfo
 
 __all__ = ["ForwardStats", "Forwarder", "close_all"]
 
@@ -54,6 +54,7 @@ SELECT COALESCE(
     (SELECT row_hash FROM audit_logs WHERE id = ?1),
     (SELECT last_hash FROM audit_checkpoints WHERE through_id = ?1 ORDER BY id DESC LIMIT 1))
 """
+_OLDEST = "SELECT timestamp, execution_time_ms FROM audit_logs WHERE id > ? ORDER BY id LIMIT 1"
 _FORWARD_TABLE = """
 CREATE TABLE IF NOT EXISTS audit_forward (
     sink TEXT PRIMARY KEY,
@@ -92,11 +93,21 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
-def _parse_ts(text: str) -> float:
+def _ended_at(text: str, elapsed_ms: float | None) -> float:
+    """When a call's entry became ready: its start plus its duration."""
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except (TypeError, ValueError):
+        started = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (TypeError, ValueError, AttributeError):
         return time.time()
+    return started + (elapsed_ms or 0.0) / 1000.0
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -160,6 +171,7 @@ class Forwarder:
         self._failures = 0
         self._last_error: str | None = None
         self._leader = False
+        self._identity: tuple[int, int] | None = None
         self.replica: ReplicaInfo | None = None
 
     # ------------------------------------------------------------------ control
@@ -205,36 +217,48 @@ class Forwarder:
                 self._last_error,
             )
 
-    def wait_forwarded(self, timeout: float) -> None:
+    def goal(self) -> int:
+        """The last row committed to the buffer now: what a forward() waits for."""
+        with contextlib.closing(self._connect()) as conn:
+            return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit_logs").fetchone()[0])
+
+    def wait_forwarded(self, timeout: float, goal: int | None = None) -> None:
         """Return once every row committed to the buffer before the call is delivered.
 
-        Raises :class:`~finops_audit.AuditTimeoutError` naming the lag and the
-        last error when that does not happen within ``timeout`` seconds.
+        ``goal`` (from :meth:`goal`) fixes that row when waiting in slices.
+        Judged on the cursor in the buffer file, which every process (and a
+        forwarder that followed a replaced file) shares. Raises
+        :class:`~finops_audit.AuditTimeoutError` naming the lag and the last
+        error when that does not happen within ``timeout`` seconds.
         """
         self.start()
         deadline = time.monotonic() + timeout
         with contextlib.closing(self._connect()) as conn:
-            goal = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit_logs").fetchone()[0])
-            last_check = 0.0
+            if goal is None:
+                goal = int(
+                    conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit_logs").fetchone()[0]
+                )
             while True:
-                if self._cursor >= goal:
+                if goal <= 0 or self._shared_cursor(conn) >= goal:
                     return
                 now = time.monotonic()
-                if now - last_check >= 0.1:  # another process may hold the lease
-                    last_check = now
-                    shared = self._read_cursor(conn)
-                    if shared >= goal:
-                        self._cursor = max(self._cursor, shared)
-                        return
                 if now >= deadline:
-                    behind = goal - max(self._cursor, self._read_cursor(conn))
-                    raise AuditTimeoutError(
-                        f"forwarding to {self.target} did not catch up within {timeout:.3g}s: "
-                        f"{behind} entries behind; last error: {self._last_error}"
-                    )
+                    raise self.late(timeout, goal - self._shared_cursor(conn))
                 self._wake.set()
                 with self._progress:
                     self._progress.wait(min(0.05, max(deadline - now, 0.001)))
+
+    def late(self, timeout: float, behind: int) -> AuditTimeoutError:
+        """The error of a forward() that ran out of time, ``behind`` entries short."""
+        return AuditTimeoutError(
+            f"forwarding to {self.target} did not catch up within {timeout:.3g}s: "
+            f"{behind} entries behind; last error: {self._last_error}"
+        )
+
+    def behind(self, goal: int) -> int:
+        """How many rows up to ``goal`` are not yet delivered (per the shared cursor)."""
+        with contextlib.closing(self._connect()) as conn:
+            return max(goal - self._shared_cursor(conn), 0)
 
     def _alive(self) -> bool:
         thread = self._thread
@@ -282,8 +306,18 @@ class Forwarder:
                         if self._caught_up():
                             return
                 try:
+                    if conn is not None and self._identity != _file_identity(self.path):
+                        # The buffer was removed or replaced: the new file has its
+                        # own ids and cursor; start over on it.
+                        logger.warning("finops_audit: buffer %s was replaced", self.path)
+                        self._release_lease(conn)
+                        conn.close()
+                        conn = None
+                        self._cursor = self._head = 0
+                        self._oldest_pending_ts = None
                     if conn is None:
                         conn = self._connect()
+                        self._identity = _file_identity(self.path)
                         self._prepare(conn)
                     if not self._hold_lease(conn):
                         self._cursor = max(self._cursor, self._read_cursor(conn))
@@ -301,6 +335,24 @@ class Forwarder:
                         conn = None
                     self._backoff(delay)
                     delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                except ReplicaConflictError as exc:
+                    replica = self.replica
+                    if replica is None or "~" in replica.replica_id:
+                        self._fail(str(exc))
+                        self._backoff(delay)
+                        delay = min(delay * 2, _MAX_BACKOFF)
+                        continue
+                    derived = f"{replica.replica_id}~{replica.buffer_id[:8]}"
+                    logger.warning(
+                        "finops_audit: replica id %s belongs to another buffer at %s; "
+                        "this buffer (%s) is sent as %s",
+                        replica.replica_id,
+                        self.target,
+                        self.path,
+                        derived,
+                    )
+                    self.replica = ReplicaInfo(derived, replica.buffer_id, replica.legacy_through)
                     continue
                 except Exception as exc:
                     self._fail(str(exc) or type(exc).__name__)
@@ -347,10 +399,15 @@ class Forwarder:
         self._wake.clear()
 
     def _backoff(self, seconds: float) -> None:
-        """Wait after a failure: new commits and forward() do not cut it short, close does."""
+        """Wait after a failure: new commits and forward() do not cut it short.
+
+        While closing it still waits (never a busy retry loop against a
+        database that refuses), but not past the close deadline.
+        """
         if self._stop_at is not None:
-            seconds = min(seconds, max(self._stop_at - time.monotonic(), 0.0))
-        self._stopping.wait(seconds)
+            time.sleep(min(seconds, max(self._stop_at - time.monotonic(), 0.0)))
+        else:
+            self._stopping.wait(seconds)
         self._wake.clear()
 
     def _throttle(self, sent: int) -> None:
@@ -408,6 +465,12 @@ class Forwarder:
         self._cursor = max(self._cursor, self._read_cursor(conn))
         self._refresh_head(conn)
 
+    def _shared_cursor(self, conn: sqlite3.Connection) -> int:
+        try:
+            return self._read_cursor(conn)
+        except sqlite3.OperationalError:  # the forwarder has not made its table yet
+            return 0
+
     def _read_cursor(self, conn: sqlite3.Connection) -> int:
         row = conn.execute(
             "SELECT cursor FROM audit_forward WHERE sink = ?", (self.sink_name,)
@@ -417,10 +480,8 @@ class Forwarder:
     def _refresh_head(self, conn: sqlite3.Connection) -> None:
         self._head = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit_logs").fetchone()[0])
         if self._head > self._cursor:
-            row = conn.execute(
-                "SELECT timestamp FROM audit_logs WHERE id > ? ORDER BY id LIMIT 1", (self._cursor,)
-            ).fetchone()
-            self._oldest_pending_ts = _parse_ts(row[0]) if row else None
+            row = conn.execute(_OLDEST, (self._cursor,)).fetchone()
+            self._oldest_pending_ts = _ended_at(row[0], row[1]) if row else None
         else:
             self._oldest_pending_ts = None
 
@@ -509,18 +570,24 @@ class Forwarder:
         if last >= self._head:
             self._refresh_head(conn)
         else:
-            nxt = conn.execute(
-                "SELECT timestamp FROM audit_logs WHERE id > ? ORDER BY id LIMIT 1", (last,)
-            ).fetchone()
-            self._oldest_pending_ts = _parse_ts(nxt[0]) if nxt else None
+            nxt = conn.execute(_OLDEST, (last,)).fetchone()
+            self._oldest_pending_ts = _ended_at(nxt[0], nxt[1]) if nxt else None
         self._notify_progress()
         return len(rows)
 
-    def min_cursor(self) -> int:
-        """The lowest cursor of any sink of this buffer: rows above it are not forwarded."""
+    def min_cursor(self, sinks: tuple[str, ...]) -> int:
+        """The lowest cursor of ``sinks`` in this buffer: rows above it are not all delivered.
+
+        Only the sinks configured now count: a destination removed from the
+        settings must not pin the buffer forever.
+        """
+        marks = ", ".join("?" for _ in sinks)
         with contextlib.closing(self._connect()) as conn:
-            row = conn.execute("SELECT MIN(cursor) FROM audit_forward").fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+            rows = conn.execute(
+                f"SELECT sink, cursor FROM audit_forward WHERE sink IN ({marks})", sinks
+            ).fetchall()
+        found = {name: int(cursor) for name, cursor in rows}
+        return min(found.get(name, 0) for name in sinks) if sinks else 0
 
 
 _all: weakref.WeakSet[Forwarder] = weakref.WeakSet()

@@ -25,7 +25,7 @@ from ._forwarder import Forwarder
 if TYPE_CHECKING:
     from ..storage.postgres import PostgresAuditStore
 
-__all__ = ["build_central_store", "build_forwarders"]
+__all__ = ["build_central_store", "build_forwarders", "configured_sinks"]
 
 logger = logging.getLogger("finops_audit")
 
@@ -58,6 +58,10 @@ def build_forwarders(settings: AuditSettings, chainer: Chainer) -> list[Forwarde
         "busy_timeout": settings.busy_timeout,
     }
     trim = functools.partial(_trim_buffer, settings, chainer)
+    # The trail of record decides what may leave the SQLite file: with a central
+    # store, delivered rows after buffer_retention_hours; with OTLP alone the
+    # file stays the trail, and retention_days applies to it, below the cursor.
+    local_retention = functools.partial(_local_retention, settings, chainer)
     if settings.db_url is not None:
         try:
             from .postgres import PostgresSink, mask_url
@@ -97,23 +101,34 @@ def build_forwarders(settings: AuditSettings, chainer: Chainer) -> list[Forwarde
                 sink_name="otlp",
                 target=target,
                 batch_size=settings.forward_batch_size,
-                maintenance=None if settings.db_url is not None else trim,
+                maintenance=None if settings.db_url is not None else local_retention,
                 **common,  # type: ignore[arg-type]
             )
         )
     return forwarders
 
 
-def _trim_buffer(settings: AuditSettings, chainer: Chainer, forwarder: Forwarder) -> None:
-    """Remove buffer rows older than ``buffer_retention_hours`` that every sink delivered."""
-    cutoff = datetime.now(timezone.utc) - timedelta(hours=settings.buffer_retention_hours)
+def configured_sinks(settings: AuditSettings) -> tuple[str, ...]:
+    """Names of the destinations the settings forward to (cursor keys in the buffer)."""
+    names = []
+    if settings.db_url is not None:
+        names.append("postgres")
+    if settings.otlp_endpoint is not None:
+        names.append("otlp")
+    return tuple(names)
+
+
+def _purge_delivered(
+    settings: AuditSettings, chainer: Chainer, forwarder: Forwarder, cutoff: datetime
+) -> int:
+    """Delete buffer rows older than ``cutoff`` that every configured sink has."""
     try:
-        ceiling = forwarder.min_cursor()
+        ceiling = forwarder.min_cursor(configured_sinks(settings))
     except sqlite3.Error as exc:
         logger.warning("finops_audit could not read the forwarding cursors: %s", exc)
-        return
+        return 0
     if ceiling <= 0:
-        return
+        return 0
     report = asyncio.run(
         sqlite_maintenance.purge(
             settings.db_path,
@@ -123,8 +138,25 @@ def _trim_buffer(settings: AuditSettings, chainer: Chainer, forwarder: Forwarder
             max_id=ceiling,
         )
     )
-    if report.rows_deleted:
-        logger.info("finops_audit trimmed %d forwarded rows from the buffer", report.rows_deleted)
+    return report.rows_deleted
+
+
+def _trim_buffer(settings: AuditSettings, chainer: Chainer, forwarder: Forwarder) -> None:
+    """Remove buffer rows older than ``buffer_retention_hours`` that every sink delivered."""
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=settings.buffer_retention_hours)
+    deleted = _purge_delivered(settings, chainer, forwarder, cutoff)
+    if deleted:
+        logger.info("finops_audit trimmed %d delivered rows from the buffer", deleted)
+
+
+def _local_retention(settings: AuditSettings, chainer: Chainer, forwarder: Forwarder) -> None:
+    """OTLP alone: ``retention_days`` on the local trail, never above the export cursor."""
+    if settings.retention_days is None:
+        return
+    cutoff = datetime.now(timezone.utc) - timedelta(days=settings.retention_days)
+    deleted = _purge_delivered(settings, chainer, forwarder, cutoff)
+    if deleted:
+        logger.info("finops_audit retention purged %d exported entries", deleted)
 
 
 def _central_maintenance(

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["BUFFER_COLUMNS", "BufferedRow", "ForwardSink", "ReplicaInfo"]
+from ..exceptions import AuditStorageError
+
+__all__ = ["BUFFER_COLUMNS", "BufferedRow", "ForwardSink", "ReplicaConflictError", "ReplicaInfo"]
 
 
 class BufferedRow(NamedTuple):
@@ -78,6 +80,15 @@ class ReplicaInfo:
     replica_id: str
     buffer_id: str
     legacy_through: int
+
+
+class ReplicaConflictError(AuditStorageError):
+    """The destination already knows this replica id from another buffer file.
+
+    Happens when a replica's buffer was lost and recreated under a fixed
+    ``AUDIT_REPLICA_ID``: the forwarder then sends under ``<id>~<buffer>`` so
+    both chains stay verifiable, and logs it once.
+    """
 
 
 @runtime_checkable

@@ -51,7 +51,7 @@ from ..storage._pg_schema import (
     partition_name,
 )
 from ._pg_rows import central_rows, stored_text
-from .base import BufferedRow, ReplicaInfo
+from .base import BufferedRow, ReplicaConflictError, ReplicaInfo
 
 __all__ = ["PostgresSink", "mask_url", "replica_signature"]
 
@@ -305,7 +305,7 @@ class PostgresSink:
 
     # -- messages
     def _conflict(self, replica_id: str) -> AuditStorageError:
-        return AuditStorageError(
+        return ReplicaConflictError(
             f"replica id {replica_id} is already used by another buffer; "
             "give this replica its own AUDIT_REPLICA_ID"
         )

@@ -55,13 +55,24 @@ class LoopThread:
             if final is not None:
                 final.close()
             return
-        if final is not None:
-            try:
+        try:
+            # Queries still running end now (their callers see the cancellation),
+            # then ``final`` closes the connections.
+            asyncio.run_coroutine_threadsafe(_cancel_others(), loop).result(10)
+            if final is not None:
                 asyncio.run_coroutine_threadsafe(final, loop).result(10)
-            except Exception:
-                pass
+        except Exception:  # closing must not raise over a dead server
+            pass
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join(10)
             if not thread.is_alive():
                 loop.close()
+
+
+async def _cancel_others() -> None:
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)

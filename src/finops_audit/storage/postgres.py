@@ -67,6 +67,15 @@ def _secrets(url: str) -> list[str]:
     return sorted((s for s in found if s), key=len, reverse=True)
 
 
+_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 class PostgresAuditStore:
     """:class:`~finops_audit.storage.base.AuditReader` over a central PostgreSQL database."""
 
@@ -98,8 +107,14 @@ class PostgresAuditStore:
     async def _connect(self) -> Connection:
         extra: dict[str, Any] = {}
         try:
-            if "connect_timeout" not in conninfo_to_dict(self._url):
+            given = conninfo_to_dict(self._url)
+            if "connect_timeout" not in given:
                 extra["connect_timeout"] = self._connect_timeout
+            # A server that vanishes (network gone, not refused) fails a query
+            # in ~30 s instead of the kernel's ~15 minutes, as for the forwarder.
+            for key, value in _KEEPALIVES.items():
+                if key not in given:
+                    extra[key] = value
         except psycopg.Error as exc:
             raise self._error("parse the URL of", exc) from None
         try:
