@@ -9,7 +9,9 @@ be counted. Gap markers (dropped entries) are not calls and are left out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,6 +35,23 @@ class ToolStats(BaseModel):
     p95_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ToolStats:
+        """From a store's ``(tool, calls, failures, avg, p50, p95, p99, max)`` row."""
+        tool, n, failures, avg, p50, p95, p99, top = row
+        failures = failures or 0
+        return cls(
+            tool_name=tool,
+            calls=n,
+            failures=failures,
+            failure_rate=failures / n if n else 0.0,
+            avg_ms=avg,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            max_ms=top,
+        )
 
 
 class ErrorGroup(BaseModel):

@@ -172,6 +172,7 @@ class Forwarder:
         self._last_error: str | None = None
         self._leader = False
         self._identity: tuple[int, int] | None = None
+        self._buffer_error = False  # last_error came from the buffer, not the sink
         self.replica: ReplicaInfo | None = None
 
     # ------------------------------------------------------------------ control
@@ -318,7 +319,16 @@ class Forwarder:
                     if conn is None:
                         conn = self._connect()
                         self._identity = _file_identity(self.path)
+                        if not self._ready(conn):
+                            # The writer (maybe another process's) has not made
+                            # the schema yet: not an error, look again soon.
+                            conn.close()
+                            conn = None
+                            self._pause(self._interval)
+                            continue
                         self._prepare(conn)
+                        if self._last_error is not None and self._buffer_error:
+                            self._last_error = None
                     if not self._hold_lease(conn):
                         self._cursor = max(self._cursor, self._read_cursor(conn))
                         self._refresh_head(conn)
@@ -330,6 +340,7 @@ class Forwarder:
                     sent = self._turn(conn, sink)
                 except sqlite3.Error as exc:
                     self._fail(f"reading the buffer {self.path}: {exc}")
+                    self._buffer_error = True
                     if conn is not None:
                         conn.close()
                         conn = None
@@ -337,6 +348,7 @@ class Forwarder:
                     delay = min(delay * 2, _MAX_BACKOFF)
                     continue
                 except ReplicaConflictError as exc:
+                    self._buffer_error = False
                     replica = self.replica
                     if replica is None or "~" in replica.replica_id:
                         self._fail(str(exc))
@@ -356,6 +368,7 @@ class Forwarder:
                     continue
                 except Exception as exc:
                     self._fail(str(exc) or type(exc).__name__)
+                    self._buffer_error = False
                     retry_after = getattr(exc, "retry_after", None)
                     pause = delay
                     if isinstance(retry_after, (int, float)) and retry_after > 0:
@@ -431,6 +444,13 @@ class Forwarder:
     def _notify_progress(self) -> None:
         with self._progress:
             self._progress.notify_all()
+
+    def _ready(self, conn: sqlite3.Connection) -> bool:
+        found = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('audit_logs', 'audit_meta')"
+        ).fetchone()[0]
+        return int(found) == 2
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Tables, this buffer's identity (created once, kept in the file)."""

@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from ..storage._pg_schema import PG_CALLER_COLUMNS
 from ..storage.sqlite import format_timestamp
 
 __all__ = [
@@ -59,14 +60,7 @@ CHAIN_COLUMNS = (
     "status",
     "error_message",
     "execution_time_ms",
-    '"user"',
-    "client_name",
-    "client_version",
-    "session_id",
-    "request_id",
-    "auth_client_id",
-    "trace_id",
-    "span_id",
+    *PG_CALLER_COLUMNS,
     "labels_text",
 )
 

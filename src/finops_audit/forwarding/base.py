@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..exceptions import AuditStorageError
+from ..storage.base import CALLER_COLUMNS
 
 __all__ = ["BUFFER_COLUMNS", "BufferedRow", "ForwardSink", "ReplicaConflictError", "ReplicaInfo"]
 
@@ -54,15 +55,7 @@ BUFFER_COLUMNS = (
     "error_message",
     "execution_time_ms",
     "row_hash",
-    "user",
-    "client_name",
-    "client_version",
-    "session_id",
-    "request_id",
-    "auth_client_id",
-    "trace_id",
-    "span_id",
-    "labels",
+    *CALLER_COLUMNS,
 )
 
 

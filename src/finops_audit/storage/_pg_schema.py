@@ -26,10 +26,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from .base import CALLER_COLUMNS
+
 __all__ = [
     "ADVISORY_LOCK_KEY",
     "CENTRAL_COLUMNS",
     "PARTITION_LOCK_KEY",
+    "PG_CALLER_COLUMNS",
     "SCHEMA_LOCK_KEY",
     "SCHEMA_STATEMENTS",
     "partition_ddl",
@@ -112,6 +115,9 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
 )
 
 #: Columns of ``audit_logs`` a forwarder fills, in COPY order.
+#: The caller columns as PostgreSQL spells them (``"user"`` is reserved), labels aside.
+PG_CALLER_COLUMNS = tuple(f'"{c}"' if c == "user" else c for c in CALLER_COLUMNS if c != "labels")
+
 CENTRAL_COLUMNS = (
     "event_id",
     "replica_id",
@@ -124,14 +130,7 @@ CENTRAL_COLUMNS = (
     "error_message",
     "execution_time_ms",
     "row_hash",
-    '"user"',
-    "client_name",
-    "client_version",
-    "session_id",
-    "request_id",
-    "auth_client_id",
-    "trace_id",
-    "span_id",
+    *PG_CALLER_COLUMNS,
     "labels",
     "labels_text",
 )

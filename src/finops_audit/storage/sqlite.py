@@ -335,20 +335,7 @@ class SQLiteAuditStore:
 
     async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
         rows = await self._fetch(*analytics_sql.tool_stats_sql(query))
-        return [
-            ToolStats(
-                tool_name=tool,
-                calls=n,
-                failures=failures or 0,
-                failure_rate=(failures or 0) / n if n else 0.0,
-                avg_ms=avg,
-                p50_ms=p50,
-                p95_ms=p95,
-                p99_ms=p99,
-                max_ms=top,
-            )
-            for tool, n, failures, avg, p50, p95, p99, top in rows
-        ]
+        return [ToolStats.from_row(row) for row in rows]
 
     async def slowest(self, query: LogQuery) -> list[AuditLogEntry]:
         rows = await self._fetch(*analytics_sql.slowest_sql(query, _COLUMNS))
