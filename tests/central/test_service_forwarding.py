@@ -546,3 +546,36 @@ def test_a_restarted_idle_replica_ships_its_backlog_without_a_call(
     with AuditService(db_path=db, db_url=pg_url):
         wait_until(lambda: buffer_cursor(db) == 20, timeout=30)
     assert len(central_rows(pg_url)) == 20
+
+
+def test_otlp_alone_keeps_the_local_trail_and_never_purges_unexported_entries(
+    tmp_path: Path,
+) -> None:
+    from finops_audit.forwarding._setup import _local_retention
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = tmp_path / "trail.db"
+    svc = AuditService(
+        db_path=db,
+        otlp_endpoint=f"http://127.0.0.1:{port}",
+        retention_days=1,
+        forward_timeout=0.1,
+    )
+
+    @audit_tool_sync(service=svc)
+    def tool(i: int) -> int:
+        return i
+
+    for i in range(8):
+        tool(i=i)
+    svc.flush()
+    assert not svc.central  # the SQLite file stays the trail of record
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE audit_logs SET timestamp = '2020-01-01T00:00:00.000000+00:00'")
+    conn.commit()
+    conn.close()
+    _local_retention(svc.settings, svc._verifier, svc._fleet.forwarders[0])
+    assert svc.count() == 8  # old, but never exported: kept
+    svc.close()

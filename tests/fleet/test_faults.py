@@ -153,9 +153,13 @@ def _postgres_pids(server: Any) -> list[int]:
 @contextlib.contextmanager
 def frozen(server: Any) -> Iterator[None]:
     """The server hangs (SIGSTOP): connections are accepted by the kernel, never answered."""
-    pids = _postgres_pids(server)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    # The postmaster first, so it forks no new backend; then its children as they
+    # are now (one may exit between the listing and the signal).
+    pids = []
+    for pid in _postgres_pids(server):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+            pids.append(pid)
     try:
         yield
     finally:
