@@ -51,6 +51,7 @@ from .exceptions import (
     AuditTimeoutError,
 )
 from .forwarding._forwarder import ForwardStats
+from .forwarding._forwarder import close_all as close_forwarders
 from .redaction import Redactor
 from .storage.base import AuditStore, Row
 
@@ -821,12 +822,14 @@ def _track(writer: AuditWriter) -> None:
 
 
 def _close_all_at_exit() -> None:
-    """Drain every running writer before the interpreter joins threads."""
+    """Drain every running writer before the interpreter joins threads, then let
+    forwarders deliver what they can (each within its forward_timeout)."""
     for writer in list(_running):
         try:
             writer.close()
         except Exception as exc:
             logger.error("finops_audit could not drain at exit: %s", exc)
+    close_forwarders()
 
 
 def flush_all(timeout: float) -> None:

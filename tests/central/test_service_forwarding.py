@@ -579,3 +579,28 @@ def test_otlp_alone_keeps_the_local_trail_and_never_purges_unexported_entries(
     _local_retention(svc.settings, svc._verifier, svc._fleet.forwarders[0])
     assert svc.count() == 8  # old, but never exported: kept
     svc.close()
+
+
+def test_a_process_that_exits_without_close_still_delivers_its_backlog(
+    tmp_path: Path, pg_url: str
+) -> None:
+    db = tmp_path / "buf.db"
+    with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.1) as svc:
+
+        @audit_tool_sync(service=svc)
+        def tool(i: int) -> int:
+            return i
+
+        for i in range(25):
+            tool(i=i)
+    script = (
+        "import sys\n"
+        "from finops_audit import AuditService\n"
+        "svc = AuditService(db_path=sys.argv[1], db_url=sys.argv[2])\n"
+        "# no call, no close: the exit hook lets the forwarder deliver the backlog\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(db), pg_url], check=True, timeout=60, cwd=tmp_path
+    )
+    assert buffer_cursor(db) == 25
+    assert len(central_rows(pg_url)) == 25

@@ -613,8 +613,8 @@ class Forwarder:
 _all: weakref.WeakSet[Forwarder] = weakref.WeakSet()
 
 
-def close_all(timeout: float) -> None:
-    """Close every forwarder of this process within ``timeout`` seconds in all."""
-    deadline = time.monotonic() + timeout
+def close_all() -> None:
+    """Close every forwarder of this process not closed yet (at interpreter exit)."""
     for forwarder in list(_all):
-        forwarder.close(max(deadline - time.monotonic(), 0.0))
+        if forwarder._pid == os.getpid():
+            forwarder.close()
