@@ -32,6 +32,17 @@ from finops_audit.storage._pg_schema import partition_ddl
 from tests.helpers import wait_until
 
 
+def make_calls(svc: AuditService, count: int, name: str = "tool") -> None:
+    """``count`` calls of a sync tool audited by ``svc`` under ``name``."""
+
+    @audit_tool_sync(service=svc, name=name)
+    def tool(i: int) -> int:
+        return i
+
+    for i in range(count):
+        assert tool(i=i) == i
+
+
 def central_rows(url: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as conn:
         return conn.execute(
@@ -94,13 +105,7 @@ def test_get_logs_reads_the_central_store_with_read_your_writes(
 def test_event_ids_match_the_buffer(tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=pg_url) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(50):
-            tool(i=i)
+        make_calls(svc, 50, "tool")
         svc.forward(timeout=30)
     conn = sqlite3.connect(db)
     local = {r[0] for r in conn.execute("SELECT event_id FROM audit_logs")}
@@ -162,13 +167,7 @@ def test_forward_without_a_reachable_database_raises_a_clear_timeout(tmp_path: P
 def test_backlog_left_at_close_is_forwarded_by_the_next_start(tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.2) as svc:
-
-        @audit_tool_sync(service=svc)
-        def early(i: int) -> int:
-            return i
-
-        for i in range(30):
-            early(i=i)
+        make_calls(svc, 30, "early")
     assert buffer_cursor(db) == 0  # nothing delivered
     # Same buffer, now with the real database: the backlog goes first.
     with AuditService(db_path=db, db_url=pg_url) as svc:
@@ -190,13 +189,7 @@ def test_forwarding_is_duplicate_free_when_the_cursor_is_rewound(
     # batch: simulated by rewinding the cursor by hand.
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=pg_url) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(100):
-            tool(i=i)
+        make_calls(svc, 100, "tool")
         svc.forward(timeout=30)
     conn = sqlite3.connect(db)
     conn.execute("UPDATE audit_forward SET cursor = 40, lease_owner = NULL")
@@ -267,24 +260,12 @@ def test_buffer_trim_keeps_unforwarded_rows(tmp_path: Path, pg_url: str) -> None
 
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=pg_url) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(20):
-            tool(i=i)
+        make_calls(svc, 20, "tool")
         svc.forward(timeout=30)
         forwarder = svc._fleet.forwarders[0]
     # Ten more rows that were never forwarded (written without a central store).
     with AuditService(db_path=db) as local:
-
-        @audit_tool_sync(service=local)
-        def later(i: int) -> int:
-            return i
-
-        for i in range(10):
-            later(i=i)
+        make_calls(local, 10, "later")
     settings = load_settings(db_path=db, db_url=pg_url, buffer_retention_hours=0)
     _trim_buffer(settings, svc._verifier, forwarder)
     conn = sqlite3.connect(db)
@@ -297,13 +278,7 @@ def test_buffer_trim_keeps_unforwarded_rows(tmp_path: Path, pg_url: str) -> None
 
 def test_central_purge_and_verify(tmp_path: Path, pg_url: str) -> None:
     with AuditService(db_path=tmp_path / "buf.db", db_url=pg_url) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(30):
-            tool(i=i)
+        make_calls(svc, 30, "tool")
         svc.forward(timeout=30)
         # Age the first ten rows by three months (into an older partition).
         old = datetime.now(timezone.utc) - timedelta(days=90)
@@ -342,13 +317,7 @@ def test_bad_urls_and_missing_driver_are_clear_config_errors(tmp_path: Path) -> 
 def test_cli_forward_delivers_a_left_behind_buffer(tmp_path: Path, pg_url: str) -> None:
     db = tmp_path / "left.db"
     with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.1) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(12):
-            tool(i=i)
+        make_calls(svc, 12, "tool")
     runner = CliRunner(env={"COLUMNS": "200"})
     down = runner.invoke(
         main,
@@ -378,12 +347,7 @@ def test_hourly_maintenance_applies_retention_centrally_and_trims_the_buffer(
     db = tmp_path / "buf.db"
     svc = AuditService(db_path=db, db_url=pg_url, retention_days=30, buffer_retention_hours=0)
 
-    @audit_tool_sync(service=svc)
-    def tool(i: int) -> int:
-        return i
-
-    for i in range(40):
-        tool(i=i)
+    make_calls(svc, 40, "tool")
     svc.forward(timeout=30)
     old = datetime.now(timezone.utc) - timedelta(days=200)
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -405,12 +369,7 @@ def test_hourly_maintenance_applies_retention_centrally_and_trims_the_buffer(
 def test_close_with_the_database_down_backs_off_instead_of_spinning(tmp_path: Path) -> None:
     svc = AuditService(db_path=tmp_path / "buf.db", db_url=closed_port_url(), forward_timeout=2)
 
-    @audit_tool_sync(service=svc)
-    def tool(i: int) -> int:
-        return i
-
-    for i in range(5):
-        tool(i=i)
+    make_calls(svc, 5, "tool")
     forwarder = svc._fleet.forwarders[0]
     svc.close()
     # Backoff doubles from 0.1 s: a handful of attempts in two seconds, not thousands.
@@ -490,13 +449,7 @@ def test_an_otlp_collector_down_does_not_stop_central_queries(tmp_path: Path, pg
         otlp_endpoint=f"http://127.0.0.1:{port}",
         forward_timeout=0.2,
     ) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(7):
-            tool(i=i)
+        make_calls(svc, 7, "tool")
         assert len(svc.get_logs()) == 7  # read-your-writes waits for PostgreSQL only
         with pytest.raises(AuditTimeoutError, match="OTLP"):
             svc.forward(timeout=0.5)
@@ -536,13 +489,7 @@ def test_a_restarted_idle_replica_ships_its_backlog_without_a_call(
 ) -> None:
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.1) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(20):
-            tool(i=i)
+        make_calls(svc, 20, "tool")
     with AuditService(db_path=db, db_url=pg_url):
         wait_until(lambda: buffer_cursor(db) == 20, timeout=30)
     assert len(central_rows(pg_url)) == 20
@@ -564,12 +511,7 @@ def test_otlp_alone_keeps_the_local_trail_and_never_purges_unexported_entries(
         forward_timeout=0.1,
     )
 
-    @audit_tool_sync(service=svc)
-    def tool(i: int) -> int:
-        return i
-
-    for i in range(8):
-        tool(i=i)
+    make_calls(svc, 8, "tool")
     svc.flush()
     assert not svc.central  # the SQLite file stays the trail of record
     conn = sqlite3.connect(db)
@@ -586,13 +528,7 @@ def test_a_process_that_exits_without_close_still_delivers_its_backlog(
 ) -> None:
     db = tmp_path / "buf.db"
     with AuditService(db_path=db, db_url=closed_port_url(), forward_timeout=0.1) as svc:
-
-        @audit_tool_sync(service=svc)
-        def tool(i: int) -> int:
-            return i
-
-        for i in range(25):
-            tool(i=i)
+        make_calls(svc, 25, "tool")
     script = (
         "import sys\n"
         "from finops_audit import AuditService\n"
