@@ -23,6 +23,7 @@ from .exceptions import (
     AuditStorageError,
     AuditTimeoutError,
 )
+from .forwarding._forwarder import ForwardStats
 from .models import AuditLogEntry, AuditStatus
 from .service import AuditService, get_default_service, set_default_service
 
@@ -45,6 +46,7 @@ __all__ = [
     "AuditStorageError",
     "AuditTimeoutError",
     "ErrorGroup",
+    "ForwardStats",
     "TimeBucket",
     "ToolStats",
     "__version__",
