@@ -26,10 +26,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-
-from .._encoding import decode_parameters
 from ..models import AuditLogEntry, AuditStatus
+from . import sqlite
 from ._sqlite_analytics import GAP
 from .base import CALLER_COLUMNS, LogQuery
 from .sqlite import format_timestamp
@@ -86,13 +84,13 @@ def build_where(query: LogQuery) -> tuple[str, list[Any]]:
         where.append(f"{_column(column)} = %s")
         params.append(value)
     if query.parameter_value is not None:
-        needles = [_json_text(query.parameter_value)]
+        needles = [sqlite.json_text(query.parameter_value)]
         if query.pseudonym is not None:
             needles.append(query.pseudonym)
         where.append(
             "(" + " OR ".join(f"{_PARAMS_TEXT} ILIKE %s ESCAPE '\\'" for _ in needles) + ")"
         )
-        params.extend(f"%{_like_escape(n)}%" for n in needles)
+        params.extend(f"%{sqlite.like_escape(n)}%" for n in needles)
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
@@ -196,73 +194,19 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def _json_text(value: str) -> str:
-    """``value`` as it appears inside a JSON string (escapes included, quotes not)."""
-    return orjson.dumps(value).decode("utf-8")[1:-1]
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _event_id(value: Any) -> str | None:
     if value is None:
         return None
     return value.hex if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).hex
 
 
-def _labels(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    value = orjson.loads(text)
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
 def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
-    """The public model of a central row (``COLUMNS`` order)."""
-    ident, ts, tool, params, status, error, elapsed = row[:7]
-    user, name, version, session, request, auth, trace, span, labels = row[7:16]
-    return AuditLogEntry(
-        id=ident,
-        timestamp=ts,
-        tool_name=tool,
-        parameters=decode_parameters(params),
-        status=AuditStatus(status),
-        error_message=error,
-        execution_time_ms=elapsed,
-        user=user,
-        client_name=name,
-        client_version=version,
-        session_id=session,
-        request_id=request,
-        auth_client_id=auth,
-        trace_id=trace,
-        span_id=span,
-        labels=_labels(labels),
-        event_id=_event_id(row[16]),
-        replica_id=row[17],
-    )
-
-
-_FIELDS = (
-    "id",
-    "timestamp",
-    "tool_name",
-    "parameters",
-    "status",
-    "error_message",
-    "execution_time_ms",
-    *CALLER_COLUMNS,
-    "event_id",
-    "replica_id",
-)
+    """The public model of a central row (``COLUMNS`` order), built as SQLite builds it."""
+    return sqlite.row_to_entry((*row[:16], _event_id(row[16])), replica_id=row[17])
 
 
 def row_to_dict(row: Sequence[Any]) -> dict[str, Any]:
     """A central row as ``sqlite.row_to_dict`` shapes a local one (plus ``replica_id``)."""
-    out = dict(zip(_FIELDS, row, strict=True))
-    out["timestamp"] = format_timestamp(out["timestamp"])[:-6] + "Z"
-    out["parameters"] = decode_parameters(out["parameters"])
-    out["labels"] = _labels(out["labels"])
-    out["event_id"] = _event_id(out["event_id"])
+    out = sqlite.row_to_dict((row[0], format_timestamp(row[1]), *row[2:16], _event_id(row[16])))
+    out["replica_id"] = row[17]
     return out

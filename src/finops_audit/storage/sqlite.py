@@ -478,29 +478,35 @@ def build_where(query: LogQuery) -> tuple[str, list[Any]]:
         where.append(f"{column} = ?")
         params.append(value)
     if query.parameter_value is not None:
-        needles = [_json_text(query.parameter_value)]
+        needles = [json_text(query.parameter_value)]
         if query.pseudonym is not None:
             needles.append(query.pseudonym)
         where.append("(" + " OR ".join("parameters LIKE ? ESCAPE '\\'" for _ in needles) + ")")
-        params.extend(f"%{_like_escape(n)}%" for n in needles)
+        params.extend(f"%{like_escape(n)}%" for n in needles)
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
-def _json_text(value: str) -> str:
+def json_text(value: str) -> str:
     """``value`` as it appears inside a JSON string (escapes included, quotes not)."""
     return orjson.dumps(value).decode("utf-8")[1:-1]
 
 
-def _like_escape(text: str) -> str:
+def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _parse_ts(text: str) -> datetime:
+def _parse_ts(text: str | datetime) -> datetime:
+    if isinstance(text, datetime):  # a central store's timestamptz
+        return text
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
-    """Build the public model from a stored row, tolerating rows older code wrote."""
+def row_to_entry(row: Sequence[Any], replica_id: str | None = None) -> AuditLogEntry:
+    """Build the public model from a stored row, tolerating rows older code wrote.
+
+    The central store reads through here too (``replica_id`` set, timestamps
+    already datetimes), so both stores make the same entry from the same row.
+    """
     ident, ts, tool, params, status, error, elapsed = row[:7]
     user, name, version, session, request, auth, trace, span, labels = row[7:16]
     return AuditLogEntry(
@@ -521,6 +527,7 @@ def row_to_entry(row: Sequence[Any]) -> AuditLogEntry:
         span_id=span,
         labels=_labels(labels),
         event_id=row[16] if len(row) > 16 else None,
+        replica_id=replica_id,
     )
 
 
