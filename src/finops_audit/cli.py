@@ -58,16 +58,19 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _open_existing(db_path: Path | None) -> AuditService:
-    # Reading commands never purge (retention) nor take over the host's signals.
+def _open_existing(db_path: Path | None, *, buffer: bool = False) -> AuditService:
+    """A service on an existing trail; ``buffer``: the local file itself must exist
+    and have somewhere to go (``finops-audit forward``)."""
+    # Operator commands never purge (retention) nor take over the host's signals.
     settings = load_settings(db_path=db_path).model_copy(
         update={"retention_days": None, "handle_signals": False}
     )
+    if buffer and settings.db_url is None and settings.otlp_endpoint is None:
+        raise click.ClickException("nothing to forward to: set AUDIT_DB_URL or AUDIT_OTLP_ENDPOINT")
     # With AUDIT_DB_URL every reading command reads the fleet's central trail.
-    if settings.db_url is None and not Path(settings.db_path).exists():
-        raise click.ClickException(
-            f"no audit database at {settings.db_path} (set --db or AUDIT_DB_PATH)"
-        )
+    if (buffer or settings.db_url is None) and not Path(settings.db_path).exists():
+        what = "audit buffer" if buffer else "audit database"
+        raise click.ClickException(f"no {what} at {settings.db_path} (set --db or AUDIT_DB_PATH)")
     return AuditService(settings=settings)
 
 
@@ -588,16 +591,7 @@ def forward(db_path: Path | None, timeout: float) -> None:
     For a replica that stopped with a backlog (its buffer file is here): exits 0
     once everything is delivered, 1 with the lag and the last error otherwise.
     """
-    settings = load_settings(db_path=db_path).model_copy(
-        update={"retention_days": None, "handle_signals": False}
-    )
-    if settings.db_url is None and settings.otlp_endpoint is None:
-        raise click.ClickException("nothing to forward to: set AUDIT_DB_URL or AUDIT_OTLP_ENDPOINT")
-    if not Path(settings.db_path).exists():
-        raise click.ClickException(
-            f"no audit buffer at {settings.db_path} (set --db or AUDIT_DB_PATH)"
-        )
-    with AuditService(settings=settings) as service:
+    with _open_existing(db_path, buffer=True) as service:
         try:
             service.forward(timeout=timeout)
         except AuditTimeoutError as exc:
