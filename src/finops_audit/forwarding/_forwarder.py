@@ -240,7 +240,11 @@ class Forwarder:
                     conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit_logs").fetchone()[0]
                 )
             while True:
-                if goal <= 0 or self._shared_cursor(conn) >= goal:
+                shared = self._shared_cursor(conn)
+                if goal <= 0 or shared >= goal:
+                    # Another process may hold the lease: what this call saw is
+                    # news to this forwarder's own counters, which stats() reads.
+                    self._cursor = max(self._cursor, shared)
                     return
                 now = time.monotonic()
                 if now >= deadline:
