@@ -22,6 +22,7 @@ from .exceptions import (
     AuditQueueFullError,
     AuditStorageError,
     AuditTimeoutError,
+    AuditWriterError,
 )
 from .forwarding._forwarder import ForwardStats
 from .models import AuditLogEntry, AuditStatus
@@ -45,6 +46,7 @@ __all__ = [
     "AuditStatus",
     "AuditStorageError",
     "AuditTimeoutError",
+    "AuditWriterError",
     "ErrorGroup",
     "ForwardStats",
     "TimeBucket",

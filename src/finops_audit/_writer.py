@@ -43,12 +43,14 @@ from typing import Any, TypeVar
 from . import _signals
 from ._encoding import RowFormatter, safe_dumps
 from ._mcp_context import Caller
+from ._salvage import format_rows
 from .config import AuditSettings
 from .exceptions import (
     AuditClosedError,
     AuditQueueFullError,
     AuditStorageError,
     AuditTimeoutError,
+    AuditWriterError,
 )
 from .forwarding._forwarder import ForwardStats
 from .forwarding._forwarder import close_all as close_forwarders
@@ -161,7 +163,9 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._room = threading.Event()
         self._store: AuditStore = self._store_factory()
-        self._formatter = RowFormatter(self._settings.max_param_bytes, self._redactor)
+        self._formatter = RowFormatter(
+            self._settings.max_param_bytes, self._redactor, self._settings.max_error_bytes
+        )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -176,6 +180,10 @@ class AuditWriter:
         self._failed_writes = 0
         self._last_error: str | None = None
         self._last_drop_warning = -_WARN_INTERVAL  # the first drop is always warned about
+        self._sanitized = 0  # entries stored in a safe form (see _salvage)
+        self._last_sanitize_warning = -_WARN_INTERVAL
+        self._last_crash_log = -_WARN_INTERVAL
+        self._crash: str | None = None  # why the writer thread last stopped unexpectedly
         self._gap: list[Any] | None = None  # [count, first_ns, last_ns, reason]
         self._give_up_at = float("inf")
         # Under the block policy callers wait once the queue holds about one
@@ -368,8 +376,13 @@ class AuditWriter:
             if self._closed:
                 raise AuditClosedError("this audit service is closed; create a new AuditService")
             ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            if self._stopped.done():  # a writer that stopped unexpectedly restarts
+                self._stopped = concurrent.futures.Future()
             thread = threading.Thread(
-                target=self._thread_main, args=(ready,), name="finops-audit-writer", daemon=True
+                target=self._thread_main,
+                args=(ready, self._stopped),
+                name="finops-audit-writer",
+                daemon=True,
             )
             thread.start()
             self._thread = thread
@@ -469,22 +482,51 @@ class AuditWriter:
     # ------------------------------------------------------------------ flush & query
 
     def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything accepted before the call is committed.
+
+        Returns or raises, never hangs: it also watches the writer thread, so
+        a writer that stops first raises :class:`AuditWriterError` (or
+        :class:`AuditClosedError` if a close stopped it).
+        """
         marker = self._flush_marker()
         if marker is None:
             return
-        try:
-            marker.future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            raise AuditTimeoutError(self._flush_timeout_message(timeout)) from None
+        stopped = self._stopped
+        concurrent.futures.wait(
+            (marker.future, stopped), timeout, concurrent.futures.FIRST_COMPLETED
+        )
+        self._flush_outcome(marker, stopped, timeout)
 
     async def aflush(self, timeout: float | None = None) -> None:
         marker = self._flush_marker()
         if marker is None:
             return
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(marker.future), timeout)
-        except asyncio.TimeoutError:
-            raise AuditTimeoutError(self._flush_timeout_message(timeout)) from None
+        stopped = self._stopped
+        # Never cancel the wrappers: cancelling one would cancel ``stopped``.
+        await asyncio.wait(
+            (asyncio.wrap_future(marker.future), asyncio.wrap_future(stopped)),
+            timeout=timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        self._flush_outcome(marker, stopped, timeout)
+
+    def _flush_outcome(
+        self,
+        marker: _FlushMarker,
+        stopped: concurrent.futures.Future[None],
+        timeout: float | None,
+    ) -> None:
+        if marker.future.done():
+            return
+        if not stopped.done():
+            raise AuditTimeoutError(self._flush_timeout_message(timeout))
+        if self._closed:
+            raise AuditClosedError("the audit service was closed while this flush waited")
+        raise AuditWriterError(
+            f"the audit writer stopped before it reached this flush ({self._crash}); "
+            f"{len(self._queue)} queued entries are kept and written when it restarts "
+            "(at the next call or flush)"
+        )
 
     def _flush_timeout_message(self, timeout: float | None) -> str:
         return (
@@ -540,19 +582,26 @@ class AuditWriter:
 
     # ------------------------------------------------------------------ the writer thread
 
-    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+    def _thread_main(
+        self, ready: concurrent.futures.Future[None], stopped: concurrent.futures.Future[None]
+    ) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._main(ready))
-        except BaseException:  # pragma: no cover - _main handles its own errors
-            logger.exception("finops_audit writer stopped unexpectedly")
+        except BaseException as exc:
+            # Only a BaseException (or a cancelled task) gets here. Flushes
+            # waiting for this thread raise AuditWriterError (they watch
+            # ``stopped``); the queue is kept for the next start.
+            if not self._stopping:
+                self._crash = f"{type(exc).__name__}: {exc}"
+                logger.error("finops_audit writer stopped unexpectedly", exc_info=exc)
         finally:
             self._running = False
             self._loop = None
             loop.close()
-            if not self._stopped.done():
-                self._stopped.set_result(None)
+            if not stopped.done():
+                stopped.set_result(None)
 
     async def _main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
@@ -570,17 +619,26 @@ class AuditWriter:
             raise
         finally:
             self._running = False
-            await self._drain()  # entries that raced with the stop
             try:
-                await self._store.close()
-            except Exception:
-                logger.debug("closing the audit store", exc_info=True)
+                await self._drain()  # entries that raced with the stop
+            finally:
+                try:
+                    await self._store.close()  # always: aiosqlite's thread blocks exit
+                except Exception:
+                    logger.debug("closing the audit store", exc_info=True)
 
     async def _run(self) -> None:
         next_retention = time.monotonic()
         while True:
-            await self._sleep()
-            await self._drain(everything=self._stopping)
+            try:
+                await self._sleep()
+                await self._drain(everything=self._stopping)
+            except Exception as exc:
+                # The last resort: _drain contains its own failures, so this is
+                # a bug. Log it (once an interval), pause so a fault that
+                # repeats cannot spin, and go on: queued entries stay queued.
+                self._log_once("finops_audit writer loop failed; it goes on", exc)
+                await asyncio.sleep(min(self._interval, 0.05))
             if self._stopping and not self._queue:
                 return
             if self._retention is not None and time.monotonic() >= next_retention:
@@ -654,7 +712,7 @@ class AuditWriter:
                 started = time.perf_counter()
                 self._write_started = time.monotonic()
                 try:
-                    await self._write(self._formatter.rows(entries))
+                    await self._write_entries(entries)
                 finally:
                     self._write_started = None
                 if self._adaptive:
@@ -666,6 +724,62 @@ class AuditWriter:
                     await self._write_gap()  # a flush covers the drops made before it
                 if not marker.future.done():
                     marker.future.set_result(None)
+
+    async def _write_entries(self, entries: list[Entry]) -> None:
+        """Format and write one batch; nothing in it can stop the writer.
+
+        Formatting is contained per entry (:mod:`finops_audit._salvage`);
+        anything else that escapes ``_write`` (a bug) costs this batch alone:
+        its entries are counted lost with a gap row, and the writer goes on.
+        Retrying them could repeat the failure forever.
+        """
+        try:
+            formatted = format_rows(self._formatter, entries)
+            if formatted.sanitized or formatted.lost:
+                self._note_unformattable(formatted.sanitized, formatted.lost, formatted.reasons)
+            if formatted.rows:
+                await self._write(formatted.rows)
+        except Exception as exc:
+            self._lose(len(entries), f"the writer failed on them ({type(exc).__name__})")
+            self._log_once("finops_audit could not write a batch of audit entries", exc)
+
+    def _note_unformattable(self, sanitized: int, lost: int, reasons: list[str]) -> None:
+        if lost:
+            self._lose(lost, f"they could not be formatted ({', '.join(sorted(set(reasons)))})")
+        if sanitized:
+            self._sanitized += sanitized
+            now = time.monotonic()
+            if now - self._last_sanitize_warning >= _WARN_INTERVAL:
+                self._last_sanitize_warning = now
+                logger.warning(
+                    "finops_audit stored %d audit entries in a safe form after %s while "
+                    "formatting them (%d so far; see the $audit_sanitized key)",
+                    sanitized,
+                    ", ".join(sorted(set(reasons))),
+                    self._sanitized,
+                )
+
+    def _lose(self, count: int, reason: str) -> None:
+        """Accepted entries that will never be written: counted and marked by a gap row."""
+        wall = time.time_ns()
+        with self._lock:
+            self._lost += count
+            gap = self._gap
+            if gap is None:
+                self._gap = [count, wall, wall, reason]
+            else:
+                gap[0] += count
+                gap[2] = wall
+                gap[3] = reason
+        logger.error("finops_audit lost %d audit entries because %s", count, reason)
+
+    def _log_once(self, what: str, exc: BaseException) -> None:
+        """Log an unexpected failure with its traceback, at most once an interval."""
+        now = time.monotonic()
+        if now - self._last_crash_log < _WARN_INTERVAL:
+            return
+        self._last_crash_log = now
+        logger.error("%s: %r", what, exc, exc_info=exc)
 
     def _adapt(self, rows: int, seconds: float) -> None:
         if self._last_error is not None or seconds <= 0:

@@ -8,7 +8,8 @@ this library, so ``except ValueError`` keeps working::
     ├── AuditClosedError       (RuntimeError)  the service was closed
     ├── AuditQueueFullError    (RuntimeError)  overflow policy "raise" refused an entry
     ├── AuditTimeoutError      (TimeoutError)  flush/close did not finish in time
-    └── AuditStorageError      (OSError)       the database cannot be used
+    ├── AuditStorageError      (OSError)       the database cannot be used
+    └── AuditWriterError       (RuntimeError)  the background writer stopped unexpectedly
 
 Decorators never raise these into the tool they watch, except
 ``AuditQueueFullError`` when the user chose the ``raise`` overflow policy.
@@ -23,6 +24,7 @@ __all__ = [
     "AuditQueueFullError",
     "AuditStorageError",
     "AuditTimeoutError",
+    "AuditWriterError",
 ]
 
 
@@ -48,3 +50,10 @@ class AuditTimeoutError(AuditError, TimeoutError):
 
 class AuditStorageError(AuditError, OSError):
     """The audit database could not be opened or written."""
+
+
+class AuditWriterError(AuditError, RuntimeError):
+    """The background writer stopped before it reached a flush (a bug, or a
+    ``BaseException`` raised in its thread). ``flush()`` raises it instead of
+    waiting forever; entries still queued are kept and the writer restarts at
+    the next call or flush. The message says what stopped it."""
