@@ -9,7 +9,12 @@ Two halves with different budgets:
   for typical MCP arguments. Anything orjson cannot encode goes to a slow but
   total fallback that never raises.
 * The writer's side (:class:`RowFormatter`) turns nanosecond clocks into the
-  ISO-8601 text of the design note's schema and caps oversized parameters.
+  ISO-8601 text of the design note's schema, redacts every field (parameters,
+  error message, caller fields, labels) and only then applies the size caps
+  (:mod:`finops_audit._capping`): a preview is always made from the redacted
+  form. The caller cuts only documents above :func:`queue_bound` (a memory
+  bound for the queue, four times the cap), and its cuts never end inside a
+  token, so no half secret escapes the writer's patterns.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._capping import TRUNCATED_KEY, cap_text, loads, shrink
+
 if TYPE_CHECKING:
     from .redaction import Redactor
 
@@ -34,6 +41,7 @@ __all__ = [
     "decode_parameters",
     "describe_exception",
     "make_param_snapshot",
+    "queue_bound",
     "safe_dumps",
     "slow_dumps",
     "truncate_encoded",
@@ -44,7 +52,8 @@ __all__ = [
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _MAX_FALLBACK_DEPTH = 64
 _MAX_REPR = 1000
-TRUNCATED_KEY = "$truncated"
+#: Error messages longer than this are cut by the caller already (queue memory).
+_MAX_CALLER_ERROR_CHARS = 1 << 20
 _CONTEXT_RE = re.compile(r"(?<![A-Za-z0-9_])Context\b")
 _LONG_INT = re.compile(r"[0-9]{19}")
 
@@ -184,11 +193,26 @@ def _nested_nonfinite(value: Any, depth: int) -> bool:
     return False
 
 
+def queue_bound(max_bytes: int) -> int:
+    """Largest parameters document a caller hands over whole: four times the stored cap.
+
+    Redaction must see the whole document before the cap cuts it, so the
+    caller does not apply the cap; it only bounds the queue's memory.
+    """
+    return 4 * max_bytes
+
+
 def truncate_encoded(encoded: bytes, max_bytes: int) -> bytes:
-    """Replace oversized encoded parameters by an explicit, bounded truncation marker."""
-    keep = max(max_bytes - 200, 64)
-    preview = encoded[:keep].decode("utf-8", "ignore")
-    return orjson.dumps({TRUNCATED_KEY: True, "original_bytes": len(encoded), "preview": preview})
+    """Cut oversized encoded parameters to ``max_bytes``, largest values first, before
+    redaction: cut values never end inside a token (see :mod:`finops_audit._capping`)."""
+    try:
+        try:
+            doc = loads(encoded)
+        except ValueError:
+            doc = encoded.decode("utf-8", "replace")
+        return shrink(doc, max_bytes, trim=True, original=len(encoded))
+    except Exception:  # never fail the call: keep the size, not the content
+        return orjson.dumps({TRUNCATED_KEY: True, "original_bytes": len(encoded), "preview": ""})
 
 
 def make_param_snapshot(fn: Callable[..., Any], max_bytes: int = 1 << 62) -> ParamSnapshot:
@@ -198,8 +222,9 @@ def make_param_snapshot(fn: Callable[..., Any], max_bytes: int = 1 << 62) -> Par
     single ``orjson.dumps(kwargs)``. Positional arguments are named from the
     signature; extras beyond it land under the ``*args`` parameter's name.
     Parameters annotated as an MCP ``Context`` are left out. Encodings larger
-    than ``max_bytes`` are replaced by a truncation marker right away, so the
-    queue's memory stays bounded. orjson writes NaN and the infinities as
+    than :func:`queue_bound` of ``max_bytes`` have their largest values cut
+    right away, so the queue's memory stays bounded; the writer redacts, then
+    applies ``max_bytes`` itself. orjson writes NaN and the infinities as
     ``null``; where a parameter may hold a float, such values at the top level
     take the slow path and are stored as ``"nan"``, ``"inf"``, ``"-inf"``.
     """
@@ -222,6 +247,7 @@ def make_param_snapshot(fn: Callable[..., Any], max_bytes: int = 1 << 62) -> Par
             elif p.kind is p.VAR_POSITIONAL:
                 var_positional = p.name
     excluded = frozenset(skip)
+    bound = queue_bound(max_bytes) if max_bytes < 1 << 60 else max_bytes
     names = tuple(positional)
     extra_name = var_positional or "*args"
     n_names = len(names)
@@ -249,8 +275,8 @@ def make_param_snapshot(fn: Callable[..., Any], max_bytes: int = 1 << 62) -> Par
                 # appears at all and a parameter may hold floats, look deeper.
                 if check_floats and b"null" in out and _nested_nonfinite(params, 0):
                     out = slow_dumps(params)
-        if len(out) > max_bytes:
-            return truncate_encoded(out, max_bytes)
+        if len(out) > bound:
+            return truncate_encoded(out, bound)
         # orjson's result keeps a ~4 KiB buffer: 100,000 queued entries would
         # hold 400 MB during a database fault. An exact-size copy costs ~0.3 µs.
         return bytes(memoryview(out))
@@ -268,6 +294,8 @@ def describe_exception(exc: BaseException) -> str:
     text = f"{name}: {message}" if message else name
     if not text.isascii():  # lone surrogates cannot be stored as UTF-8
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > _MAX_CALLER_ERROR_CHARS:  # bound the queue; the writer caps for real
+        text = cap_text(text, _MAX_CALLER_ERROR_CHARS, trim=True)
     return text
 
 
@@ -295,10 +323,22 @@ class RowFormatter:
     one second, so the ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second.
     """
 
-    __slots__ = ("_max_param_bytes", "_prefix", "_redactor", "_second")
+    __slots__ = (
+        "_error_chars",
+        "_max_error_bytes",
+        "_max_param_bytes",
+        "_prefix",
+        "_redactor",
+        "_second",
+    )
 
-    def __init__(self, max_param_bytes: int, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self, max_param_bytes: int, redactor: Redactor | None = None, max_error_bytes: int = 8192
+    ) -> None:
         self._max_param_bytes = max_param_bytes
+        self._max_error_bytes = max_error_bytes
+        # At most 4 UTF-8 bytes a character: shorter texts need no measuring.
+        self._error_chars = max_error_bytes // 4
         self._redactor = redactor if redactor is not None and redactor.enabled else None
         self._second = -1
         self._prefix = ""
@@ -314,27 +354,41 @@ class RowFormatter:
         return self._prefix + str(rest // 1000 + 1_000_000)[1:] + "+00:00"
 
     def parameters(self, encoded: bytes) -> str:
+        """Stored text of (already redacted) parameters, within the cap."""
         if len(encoded) > self._max_param_bytes:
-            encoded = truncate_encoded(encoded, self._max_param_bytes)
+            try:
+                doc = loads(encoded)
+            except ValueError:
+                doc = encoded.decode("utf-8", "replace")
+            encoded = shrink(doc, self._max_param_bytes, original=len(encoded))
         return encoded.decode("utf-8", "backslashreplace")
+
+    def error(self, text: str | None) -> str | None:
+        """Stored text of an (already redacted) error message, within its own cap."""
+        if text is None or len(text) <= self._error_chars:
+            return text
+        return cap_text(text, self._max_error_bytes)
 
     def rows(self, entries: list[Any]) -> list[tuple[Any, ...]]:
         """Convert a batch of hand-off tuples to stored rows in one loop.
 
-        This is the writer's main CPU cost per row: timestamp text, redaction,
-        the size cap, and the caller columns.
+        This is the writer's main CPU cost per row: timestamp text, redaction
+        of every field, then the size caps, and the caller columns.
         """
         stamp = self.timestamp
         params = self.parameters
-        if self._redactor is not None:
-            cleaned = self._redactor.entries([(e[3], e[5]) for e in entries])
+        cap_error = self.error
+        redactor = self._redactor
+        if redactor is not None:
+            cleaned = redactor.entries([(e[3], e[5]) for e in entries])
+            callers = redactor.callers([e[6] for e in entries])
             entries = [
-                (e[0], e[1], e[2], args, e[4], error, e[6])
-                for e, (args, error) in zip(entries, cleaned, strict=True)
+                (e[0], e[1], e[2], args, e[4], error, caller)
+                for e, (args, error), caller in zip(entries, cleaned, callers, strict=True)
             ]
         rows = []
         for tool, wall, elapsed, args, status, error, caller in entries:
-            row = (stamp(wall), tool, params(args), status, error, elapsed / 1_000_000)
+            row = (stamp(wall), tool, params(args), status, cap_error(error), elapsed / 1_000_000)
             if caller is None:
                 rows.append(row + _NO_CALLER)
             else:

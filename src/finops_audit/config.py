@@ -114,8 +114,16 @@ class AuditSettings(BaseSettings):
         default=64 * 1024,
         ge=256,
         le=256 * 1024 * 1024,
-        description="Largest encoded parameters stored whole; larger ones are truncated "
-        "with an explicit marker.",
+        description="Largest stored parameters document, in encoded bytes. Above it the "
+        "largest values are cut (after redaction), each to a $truncated marker with a "
+        "preview; every key and small value is kept.",
+    )
+    max_error_bytes: int = Field(
+        default=8192,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest stored error message, in UTF-8 bytes (after redaction); a "
+        "longer one is cut and ends in '… [truncated, N bytes]'.",
     )
     db_url: SecretStr | None = Field(
         default=None,

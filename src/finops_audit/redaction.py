@@ -1,15 +1,19 @@
 """Keep secrets off the disk: redaction and keyed pseudonyms, applied by the writer.
 
-Runs on the writer's side, never in the tool call. For each entry:
+Runs on the writer's side, never in the tool call, and before any size cap
+(a preview is made from the redacted form). For each entry:
 
-1. **Sensitive keys** (``password``, ``secret``, ``token``, ``api_key``,
-   ``authorization``, ``cookie``, ``credentials``, ``private_key``, ... plus
-   ``extra_keys``), matched case- and separator-insensitively (``API-Key``,
-   ``apiKey`` and ``api_key`` are one key) at any depth: the value becomes
-   ``"[REDACTED]"``.
-2. **Secret-shaped values** anywhere in parameters and error messages: AWS
-   secret access keys, AWS access key ids, bearer tokens, private key blocks,
-   plus ``extra_patterns``: the match becomes ``"[REDACTED]"``.
+1. **Sensitive keys**, decided by the key's words (:mod:`finops_audit._secret_keys`:
+   ``db_password``, ``x-api-key``, ``stripe_secret_key`` are secret;
+   ``max_tokens``, ``token_count``, ``author`` are not), plus ``extra_keys``,
+   at any depth: the whole value becomes ``"[REDACTED]"``. Every string or
+   number inside it (nested ones too) is also removed from the error message.
+2. **Secret-shaped values** anywhere in parameters, error messages, caller
+   fields (user, client, session, request and auth client ids) and
+   ``audit_context`` labels (keys and values): AWS secret access keys, AWS
+   access key ids, bearer/basic credentials, JWTs, private key blocks, plus
+   ``extra_patterns``: the match becomes ``"[REDACTED]"``. A label under a
+   sensitive key is redacted whole.
 3. **Pseudonyms**: with an HMAC key, AWS account ids, ARNs and the values of
    ``hmac_keys`` become ``"hmac:<first 32 hex digits of HMAC-SHA256>"``: private
    on disk, yet :meth:`pseudonym` of the original finds the rows again.
@@ -26,10 +30,16 @@ import bisect
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from ._secret_keys import KeyRule
+
+if TYPE_CHECKING:
+    from ._mcp_context import Caller
 
 __all__ = ["DEFAULT_SENSITIVE_KEYS", "REDACTED", "Redactor"]
 
@@ -76,29 +86,14 @@ DEFAULT_SENSITIVE_KEYS = frozenset(
     }
 )
 
-_SEPARATORS = re.compile(r"[\s_\-.]")
+_SEPARATORS = re.compile(r"[\s_\-.:/]")
+_SQUASH = b" \t\n_-.:/"
 _UPPER = re.compile(r"[A-Z]")
 # Literal roots that any sensitive key or secret-shaped value contains once
 # lower-cased and stripped of separators; a hit only means "walk this entry".
+# Value roots; the key roots come from :data:`finops_audit._secret_keys.ROOTS`.
 _ROOTS = frozenset(
     {
-        "pass",
-        "pwd",
-        "secret",
-        "token",
-        "apikey",
-        "auth",
-        "cookie",
-        "credential",
-        "privatekey",
-        "sshkey",
-        "signingkey",
-        "encryptionkey",
-        "connectionstring",
-        "dsn",
-        "otp",
-        "mfa",
-        "pin",
         "bearer",
         "basic",
         "eyj",
@@ -168,7 +163,9 @@ class Redactor:
         custom: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.enabled = enabled
-        self._keys = DEFAULT_SENSITIVE_KEYS | {normalise_key(k) for k in extra_keys}
+        extra_keys = list(extra_keys)
+        self._rule = KeyRule(extra_keys, exact=DEFAULT_SENSITIVE_KEYS)
+        self._secret_key = self._rule.secret
         patterns = [*_VALUE_PATTERNS, *extra_patterns]
         for p in extra_patterns:
             re.compile(p)  # fail at start-up on a bad pattern, naming it
@@ -180,20 +177,18 @@ class Redactor:
         self._ids = re.compile("|".join(f"(?:{p})" for p in ids)) if ids else None
         self._custom = custom
         self._extra_values = [re.compile(p) for p in extra_patterns]
-        roots = _ROOTS | self._keys_extra(extra_keys) | self._hmac_names
+        roots = _ROOTS | self._rule.roots | self._hmac_names
         self._roots_re = re.compile(_trie(sorted(roots)).encode())
         # For the batch search, drop roots that contain a shorter root.
         self._roots = tuple(
             r.encode() for r in sorted(roots) if r and not any(o != r and o in r for o in roots)
         )
-
-    @staticmethod
-    def _keys_extra(keys: Iterable[str]) -> set[str]:
-        return {normalise_key(k) for k in keys}
+        # Caller fields repeat (one user, one session): decide each text once.
+        self._field = lru_cache(maxsize=4096)(self._scrub_field)
 
     def _candidate(self, raw: bytes) -> bool:
         """Cheap, on bytes: could this hold anything to redact? (A false hit costs a walk.)"""
-        squashed = raw.lower().translate(None, b" \t\n_-.")
+        squashed = raw.lower().translate(None, _SQUASH)
         if self._roots_re.search(squashed) is not None:
             return True
         if _B64_RUN in raw.translate(_B64_TO_A):
@@ -257,7 +252,7 @@ class Redactor:
             starts.append(pos)
             pos += len(raw) + 1
         joined = b"\x00".join(raws)
-        squashed_parts = [r.lower().translate(None, b" \t\n_-.") for r in raws]
+        squashed_parts = [r.lower().translate(None, _SQUASH) for r in raws]
         squashed_starts: list[int] = []
         pos = 0
         for part in squashed_parts:
@@ -310,7 +305,7 @@ class Redactor:
             candidate = self._custom is not None or self._candidate(raw)
         if not candidate:
             return raw, self.message(error) if error is not None else None
-        found: list[str] = []
+        found: list[tuple[str, str]] = []
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -324,12 +319,15 @@ class Redactor:
         except Exception as exc:
             out = orjson.dumps({FAILED_KEY: type(exc).__name__})
         if error is not None:
-            for secret in sorted(found, key=len, reverse=True):
-                error = error.replace(secret, REDACTED)
+            try:
+                for secret, stand_in in sorted(found, key=lambda f: len(f[0]), reverse=True):
+                    error = error.replace(secret, stand_in)
+            except Exception:
+                error = REDACTED
             error = self.message(error)
         return out, error
 
-    def _walk(self, value: Any, found: list[str]) -> Any:
+    def _walk(self, value: Any, found: list[tuple[str, str]]) -> Any:
         if isinstance(value, str):
             return self._scrub_text(value)
         if isinstance(value, list):
@@ -337,14 +335,100 @@ class Redactor:
         if isinstance(value, Mapping):
             out: dict[str, Any] = {}
             for k, v in value.items():
-                norm = normalise_key(k)
-                if norm in self._keys:
+                if self._secret_key(k):
                     out[k] = REDACTED
-                    if isinstance(v, (str, int)) and len(str(v)) >= 4:
-                        found.append(str(v))
-                elif norm in self._hmac_names and self._hmac_key is not None and v is not None:
-                    out[k] = self.pseudonym(v if isinstance(v, str) else orjson.dumps(v).decode())
+                    _leaves(v, found, 0)
+                elif (
+                    self._hmac_key is not None
+                    and v is not None
+                    and normalise_key(k) in self._hmac_names
+                ):
+                    text = v if isinstance(v, str) else orjson.dumps(v).decode()
+                    out[k] = stand_in = self.pseudonym(text)
+                    if len(text) >= _MIN_SECRET:
+                        found.append((text, stand_in))
                 else:
                     out[k] = self._walk(v, found)
             return out
         return value
+
+    # ------------------------------------------------------------------ caller fields
+
+    def _scrub_field(self, text: str) -> str:
+        """Secret-shaped values in a caller field or label (no pseudonyms: ids stay ids)."""
+        try:
+            return self._values.sub(self._secret_or_keep, text)
+        except Exception:
+            return REDACTED
+
+    def caller(self, caller: Caller | None) -> Caller | None:
+        """Redact a caller's user, client, session, request and auth client ids and labels.
+
+        trace and span ids are hex digits this library formats itself. A label
+        under a sensitive key is redacted whole; label keys are scrubbed too.
+        """
+        if caller is None or not self.enabled:
+            return caller
+        field = self._field
+        user, name, version, session, request, auth, trace, span, labels = caller
+        if labels:
+            try:
+                secret = self._secret_key
+                labels = {field(k): REDACTED if secret(k) else field(v) for k, v in labels.items()}
+            except Exception:
+                labels = {FAILED_KEY: REDACTED}
+        return (
+            None if user is None else field(user),
+            None if name is None else field(name),
+            None if version is None else field(version),
+            None if session is None else field(session),
+            None if request is None else field(request),
+            None if auth is None else field(auth),
+            trace,
+            span,
+            labels,
+        )
+
+    def callers(self, callers: Sequence[Caller | None]) -> list[Caller | None]:
+        """:meth:`caller` for a batch; never raises."""
+        if not self.enabled:
+            return list(callers)
+        out: list[Caller | None] = []
+        for c in callers:
+            try:
+                out.append(self.caller(c))
+            except Exception:
+                out.append(None if c is None else _FAILED_CALLER)
+        return out
+
+
+#: Values shorter than this are not removed from error messages (too likely to
+#: be ordinary words or numbers of the message itself).
+_MIN_SECRET = 4
+_FAILED_CALLER: Caller = (
+    REDACTED,
+    REDACTED,
+    REDACTED,
+    REDACTED,
+    REDACTED,
+    REDACTED,
+    None,
+    None,
+    {FAILED_KEY: REDACTED},
+)
+
+
+def _leaves(value: Any, found: list[tuple[str, str]], depth: int) -> None:
+    """Every string and number inside a sensitive value, to remove from the error message."""
+    if depth > 64:
+        return
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text = value if isinstance(value, str) else str(value)
+        if len(text) >= _MIN_SECRET:
+            found.append((text, REDACTED))
+    elif isinstance(value, list):
+        for v in value:
+            _leaves(v, found, depth + 1)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            _leaves(v, found, depth + 1)
