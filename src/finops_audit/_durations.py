@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from .exceptions import AuditConfigError
 
-__all__ = ["parse_duration"]
+__all__ = ["format_duration", "parse_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -39,3 +39,23 @@ def parse_duration(text: str | int | float | timedelta, *, name: str = "duration
     if value <= timedelta(0):
         raise AuditConfigError(f"{name}={text!r} must be positive")
     return value
+
+
+def format_duration(value: timedelta) -> str:
+    """``timedelta(days=1)`` → ``"1 day"``; ``1h30m`` → ``"1 hour 30 minutes"``.
+
+    For sentences a person reads ("older than 1 day"), where ``str(timedelta)``
+    would say ``1 day, 0:00:00``.
+    """
+    seconds = value.total_seconds()
+    if seconds <= 0:
+        return "0 seconds"
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count:,.0f} {unit}{'' if count == 1 else 's'}")
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    if text != "0" or not parts:
+        parts.append(f"{text} second{'' if text == '1' else 's'}")
+    return " ".join(parts)
