@@ -1,15 +1,31 @@
 """Tamper evidence: each row's hash covers the row and the previous row's hash.
 
 ``row_hash = H(canonical([id, timestamp, tool_name, parameters, status,
-error_message, execution_time_ms, prev_hash]))`` where H is SHA-256, or
-HMAC-SHA256 when ``AUDIT_HMAC_KEY`` is set (then nobody without the key can
-recompute a chain after editing it). The canonical encoding is orjson's JSON
-of that list: deterministic for text, integers and floats (shortest repr).
+error_message, execution_time_ms, <caller columns>, prev_hash]))`` where H is
+SHA-256, or HMAC-SHA256 when ``AUDIT_HMAC_KEY`` is set (then nobody without
+the key can recompute a chain after editing it). The canonical encoding is
+orjson's JSON of that list: deterministic for text, integers and floats.
 
 Including the row id makes reordering and renumbering visible; chaining makes
 a modified, deleted or inserted row visible at the first row after it. The
 writer computes hashes inside its write transaction, after reading the last
 hash under SQLite's write lock, so several processes still build one chain.
+
+Key schemes (recorded, signed, in each trail's ``audit_meta``):
+
+* **1** (trails written before the ``scheme`` record existed): the raw
+  ``AUDIT_HMAC_KEY`` signed rows, meta and checkpoints, and also made the
+  pseudonyms, so a caller could obtain ``HMAC(key, x)`` for an ``x`` of their
+  choosing. Kept so that such trails go on verifying.
+* **2** (every new trail): separate subkeys derived with HKDF-SHA256 (RFC
+  5869) and distinct labels: one for the chain (rows, meta, checkpoints), one
+  for anchors, one for pseudonyms. A pseudonym can never be a valid hash.
+  ``subkey = HKDF-SHA256(key, salt=b"finops-audit", info=label)`` (32 bytes)
+  with the labels ``finops-audit/v2/chain``, ``finops-audit/v2/anchor`` and
+  ``finops-audit/v2/pseudonym``.
+
+Without a key both schemes are plain SHA-256 and prove integrity only
+against accidents, never against someone who can rewrite the file.
 """
 
 from __future__ import annotations
@@ -21,31 +37,90 @@ from typing import Any
 
 import orjson
 
-__all__ = ["GENESIS", "Chainer"]
+__all__ = [
+    "CURRENT_SCHEME",
+    "GENESIS",
+    "MIN_KEY_BYTES",
+    "SCHEMES",
+    "Chainer",
+    "hkdf_sha256",
+    "pseudonym_key",
+]
 
 #: The ``prev_hash`` of the first row of a trail.
 GENESIS = "0" * 64
+#: Shortest ``AUDIT_HMAC_KEY`` accepted (the output size of SHA-256).
+MIN_KEY_BYTES = 32
+#: Key scheme of new trails (see the module docstring).
+CURRENT_SCHEME = 2
+#: Every scheme this version verifies.
+SCHEMES = (1, 2)
+
+_SALT = b"finops-audit"
+_CHAIN_LABEL = b"finops-audit/v2/chain"
+_ANCHOR_LABEL = b"finops-audit/v2/anchor"
+_PSEUDONYM_LABEL = b"finops-audit/v2/pseudonym"
+
+
+def hkdf_sha256(key: bytes, info: bytes, length: int = 32, salt: bytes = _SALT) -> bytes:
+    """RFC 5869 HKDF with SHA-256: extract with ``salt``, expand with ``info``."""
+    if length > 255 * 32:
+        raise ValueError("HKDF-SHA256 yields at most 8160 bytes")
+    prk = hmac.new(salt, key, hashlib.sha256).digest()
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def pseudonym_key(key: bytes | None) -> bytes | None:
+    """The subkey HMAC pseudonyms are made with (never the chain's or the anchors')."""
+    return hkdf_sha256(key, _PSEUDONYM_LABEL) if key else None
 
 
 class Chainer:
-    """Computes row hashes (and checkpoint signatures) with an optional HMAC key."""
+    """Computes row hashes, meta/checkpoint signatures and anchor signatures.
 
-    __slots__ = ("_key",)
+    ``key`` is the raw ``AUDIT_HMAC_KEY``; ``scheme`` picks how it is used
+    (:meth:`for_scheme` gives the same key under another scheme: a trail is
+    verified and extended under the scheme its signed meta records).
+    """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    __slots__ = ("_anchor_key", "_chain_key", "_key", "scheme")
+
+    def __init__(self, key: bytes | None = None, *, scheme: int = CURRENT_SCHEME) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown key scheme {scheme}: this version knows {SCHEMES}")
         self._key = key or None
+        self.scheme = scheme
+        if self._key is None:
+            self._chain_key: bytes | None = None
+        elif scheme == 1:
+            self._chain_key = self._key
+        else:
+            self._chain_key = hkdf_sha256(self._key, _CHAIN_LABEL)
+        # anchors are new with scheme 2: always their own subkey
+        self._anchor_key = hkdf_sha256(self._key, _ANCHOR_LABEL) if self._key else None
 
     @property
     def keyed(self) -> bool:
         return self._key is not None
 
+    def for_scheme(self, scheme: int) -> Chainer:
+        """This key under ``scheme`` (``self`` when it already is)."""
+        return self if scheme == self.scheme else Chainer(self._key, scheme=scheme)
+
     def digest(self, data: bytes) -> str:
-        if self._key is None:
+        if self._chain_key is None:
             return hashlib.sha256(data).hexdigest()
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        return hmac.new(self._chain_key, data, hashlib.sha256).hexdigest()
 
     def row_hash(self, row_id: int, row: Sequence[Any], prev_hash: str) -> str:
-        """Hash of one stored row: ``row`` is (timestamp, tool, params, status, error, ms)."""
+        """Hash of one stored row: ``row`` is (timestamp, tool, params, status, error, ms, ...)."""
         return self.digest(orjson.dumps([row_id, *row, prev_hash]))
 
     def link(
@@ -71,3 +146,10 @@ class Chainer:
         return self.digest(
             orjson.dumps(["checkpoint", through_id, last_hash, rows_purged, created_at])
         )
+
+    def anchor_signature(self, fields: Sequence[Any]) -> str:
+        """``hmac-sha256:<hex>`` with the anchor subkey, or ``sha256:<hex>`` without a key."""
+        data = orjson.dumps(["anchor", *fields])
+        if self._anchor_key is None:
+            return "sha256:" + hashlib.sha256(data).hexdigest()
+        return "hmac-sha256:" + hmac.new(self._anchor_key, data, hashlib.sha256).hexdigest()

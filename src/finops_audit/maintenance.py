@@ -15,6 +15,10 @@ class VerifyReport(BaseModel):
     ``ok`` is false at the first row where the chain breaks: ``first_bad_id``
     is that row (or the first missing id) and ``problem`` says what is wrong.
     ``legacy_rows`` counts rows written before the chain existed (schema v1).
+    ``keyed``: checked with ``AUDIT_HMAC_KEY`` (without it, anyone able to
+    rewrite the file can recompute a valid chain). ``anchors_checked``: anchors
+    (``verify --anchors``) the trail was checked against; without any, rows
+    deleted from the end of the trail may go unnoticed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -26,6 +30,7 @@ class VerifyReport(BaseModel):
     first_bad_id: int | None = None
     problem: str | None = None
     keyed: bool = False
+    anchors_checked: int = 0
 
 
 class PurgeReport(BaseModel):

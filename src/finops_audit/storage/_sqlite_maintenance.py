@@ -10,15 +10,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from .._anchors import Anchor, check_anchors
+from .._atomic import atomic_path
 from .._chain import GENESIS, Chainer
 from ..exceptions import AuditStorageError
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
+from . import _sqlite_meta as meta_sql
+from ._sqlite_trail import companions_exist, open_trail_readonly, tidy_companions
 from .base import CALLER_COLUMNS
 
 __all__ = ["backup", "purge", "verify"]
@@ -32,15 +37,43 @@ _ROW = (
 _HASH = 16  # index of row_hash in _ROW
 
 
-async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
-    """Walk every row in id order and recompute its hash; stop at the first break."""
+async def verify(
+    conn: aiosqlite.Connection,
+    chainer: Chainer,
+    anchors: Sequence[Anchor] = (),
+    anchor_source: str = "",
+) -> VerifyReport:
+    """Walk every row in id order and recompute its hash; stop at the first break.
+
+    Before the rows: the signed meta (key scheme, pre-chain marker) and every
+    purge checkpoint must match their signatures. After them: every anchor
+    (already read and checked by the caller) must still hold.
+    """
+    meta = await meta_sql.read_meta(conn, chainer)
+    chainer = meta.chainer  # the trail's own key scheme from here on
+    keyed = chainer.keyed
+    if meta.problem is not None:
+        return VerifyReport(
+            ok=False, rows_checked=0, first_bad_id=1, keyed=keyed, problem=meta.problem
+        )
     checkpoints: dict[int, tuple[str, str, int, str]] = {}
-    for cp_id, cp_hash, cp_sig, cp_purged, cp_created in await conn.execute_fetchall(
-        "SELECT through_id, last_hash, signature, rows_purged, created_at "
+    for cp_id, through_id, cp_hash, cp_sig, cp_purged, cp_created in await conn.execute_fetchall(
+        "SELECT id, through_id, last_hash, signature, rows_purged, created_at "
         "FROM audit_checkpoints ORDER BY id"
     ):
-        checkpoints[int(cp_id)] = (cp_hash, cp_sig, int(cp_purged), cp_created)
-    keyed = chainer.keyed
+        if (
+            chainer.checkpoint_signature(int(through_id), cp_hash, int(cp_purged), cp_created)
+            != cp_sig
+        ):
+            return VerifyReport(
+                ok=False,
+                rows_checked=0,
+                first_bad_id=int(through_id) + 1,
+                keyed=keyed,
+                problem=f"the purge checkpoint #{cp_id} through id {through_id} does not "
+                "match its signature",
+            )
+        checkpoints[int(through_id)] = (cp_hash, cp_sig, int(cp_purged), cp_created)
 
     def bad(
         row_id: int | None, problem: str, checked: int, legacy: int, through: int | None
@@ -55,20 +88,10 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
             keyed=keyed,
         )
 
-    legacy_through: int | None = None
-    for key, value, signature in await conn.execute_fetchall(
-        "SELECT key, value, signature FROM audit_meta WHERE key = 'legacy_through'"
-    ):
-        if chainer.meta_signature(key, value) != signature:
-            return VerifyReport(
-                ok=False,
-                rows_checked=0,
-                first_bad_id=1,
-                keyed=keyed,
-                problem="the trail's signed record does not match: the key is wrong "
-                "(check AUDIT_HMAC_KEY) or the record was altered",
-            )
-        legacy_through = int(value)
+    legacy_through = meta.legacy_through
+    wanted = {a.last_id for a in anchors}
+    hashes: dict[int, str | None] = {}
+    first_id: int | None = None
     checked = legacy = 0
     prev_id: int | None = None
     prev_hash = GENESIS
@@ -82,6 +105,10 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
         for row in rows:
             row_id = int(row[0])
             row_hash = row[_HASH]
+            if row_id in wanted:
+                hashes[row_id] = row_hash
+            if prev_id is None:
+                first_id = row_id
             if prev_id is None and row_id != 1:
                 cp = checkpoints.get(row_id - 1)
                 if cp is None:
@@ -93,19 +120,7 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
                         legacy,
                         None,
                     )
-                last_hash, signature, purged, created = cp
-                if (
-                    chainer.checkpoint_signature(row_id - 1, last_hash, purged, created)
-                    != signature
-                ):
-                    return bad(
-                        row_id,
-                        f"the purge checkpoint through id {row_id - 1} "
-                        "does not match its signature",
-                        checked,
-                        legacy,
-                        row_id - 1,
-                    )
+                last_hash = cp[0]
                 through = row_id - 1
                 prev_hash = last_hash
                 chained = last_hash != GENESIS
@@ -163,12 +178,26 @@ async def verify(conn: aiosqlite.Connection, chainer: Chainer) -> VerifyReport:
             legacy,
             through,
         )
+    # everything may have been purged: the latest checkpoint then covers the anchors
+    purged = through if prev_id is not None else max(checkpoints, default=None)
+    found = check_anchors(
+        anchors,
+        anchor_source,
+        hashes,
+        first_id,
+        prev_id,
+        purged,
+        checkpoints[purged][0] if purged is not None else None,
+    )
+    if found is not None:
+        return bad(found[0], found[1], checked, legacy, through)
     return VerifyReport(
         ok=True,
         rows_checked=checked,
         legacy_rows=legacy,
         checkpoint_through_id=through,
         keyed=keyed,
+        anchors_checked=len(anchors),
     )
 
 
@@ -190,6 +219,8 @@ async def purge(
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         await conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        # checkpoints are signed under the trail's own key scheme
+        chainer = chainer.for_scheme(await meta_sql.trail_scheme(conn))
         (first_kept,) = await _one(
             conn, "SELECT MIN(id) FROM audit_logs WHERE timestamp >= ?", (cutoff_text,)
         )
@@ -249,28 +280,37 @@ async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) ->
     return next(iter(rows))
 
 
-def backup(path: Path, dest: Path) -> BackupReport:
-    """Consistent online copy with the SQLite backup API; ``dest`` is created 0600."""
-    if dest.exists():
+def backup(path: Path, dest: Path, known: int, busy_ms: int = 5000) -> BackupReport:
+    """Consistent online copy with the SQLite backup API, at ``dest`` (0600) or not at all.
+
+    The source is opened read-only (and must be a trail of schema ``known`` or
+    older); the copy is written to a temporary file beside ``dest`` and renamed
+    once complete, so a failure (full disk, unwritable folder, interruption)
+    leaves nothing at ``dest`` and the retry can use the same name.
+    """
+    if os.path.lexists(dest):
         raise AuditStorageError(f"backup destination {dest} already exists")
+    had_companions = companions_exist(path)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except OSError as exc:
-        raise AuditStorageError(f"cannot create backup {dest}: {exc}") from exc
-    os.close(fd)
-    src = sqlite3.connect(path)
-    try:
-        dst = sqlite3.connect(dest)
-        try:
-            src.backup(dst)
-            rows = int(dst.execute("SELECT COUNT(*) FROM audit_logs").fetchone()[0])
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    for suffix in ("-wal", "-shm"):
-        companion = Path(f"{dest}{suffix}")
-        if companion.exists():
-            os.chmod(companion, 0o600)
+        with atomic_path(dest, overwrite=False) as tmp:
+            src = open_trail_readonly(path, known=known, busy_ms=busy_ms)
+            try:
+                dst = sqlite3.connect(tmp)
+                try:
+                    src.backup(dst)
+                    rows = int(dst.execute("SELECT COUNT(*) FROM main.audit_logs").fetchone()[0])
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+                if not had_companions:
+                    tidy_companions(path)
+    except FileExistsError:
+        raise AuditStorageError(f"backup destination {dest} already exists") from None
+    except (OSError, sqlite3.Error) as exc:
+        if isinstance(exc, AuditStorageError):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise AuditStorageError(f"cannot write backup {dest}: {reason}") from exc
     return BackupReport(path=dest, bytes=dest.stat().st_size, rows=rows)
