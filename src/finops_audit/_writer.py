@@ -437,6 +437,12 @@ class AuditWriter:
         # A fault that does not clear is given up on before close() stops
         # waiting, so close() can say how many entries were lost.
         self._give_up_at = time.monotonic() + wait * 0.8
+        if self._crash is not None and not self._running and not self._closed and self._queue:
+            # A writer that stopped unexpectedly still owes its queue: restart it to drain.
+            try:
+                self.start()
+            except Exception as exc:
+                logger.error("finops_audit could not restart its writer to drain: %r", exc)
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -450,6 +456,8 @@ class AuditWriter:
             if self._queue:  # accepted by nobody's writer: count, never silently
                 self._drop(sum(1 for e in self._queue if type(e) is tuple), "the service closed")
                 self._queue.clear()
+            if first:
+                self._raise_if_lost()
             return None
         self._wake()
         return thread
@@ -465,10 +473,13 @@ class AuditWriter:
                 self._hooks.closed()
             except Exception:
                 logger.exception("finops_audit: closing the forwarders failed")
+        self._raise_if_lost()
+
+    def _raise_if_lost(self) -> None:
         if self._lost:
             raise AuditStorageError(
                 f"{self._lost} audit entries could not be written to {self._store.describe()}: "
-                f"{self._last_error}"
+                f"{self._last_error or self._crash}"
             )
 
     def _after_fork(self) -> None:
@@ -742,6 +753,13 @@ class AuditWriter:
         except Exception as exc:
             self._lose(len(entries), f"the writer failed on them ({type(exc).__name__})")
             self._log_once("finops_audit could not write a batch of audit entries", exc)
+        except asyncio.CancelledError:
+            raise  # the batch may have committed: _main drains what is still queued
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt... from a hook: the thread ends, but
+            # the batch it held is counted, never silently gone.
+            self._lose(len(entries), f"the writer stopped on them ({type(exc).__name__})")
+            raise
 
     def _note_unformattable(self, sanitized: int, lost: int, reasons: list[str]) -> None:
         if lost:

@@ -65,8 +65,12 @@ def current_audit_context() -> AuditContext | None:
 def _text(name: str, value: object) -> str | None:
     if value is None:
         return None
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        return str(value)
+    # Plain text even from subclasses: their own __str__ (which may raise, or
+    # change between calls) is never consulted.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value)
     raise TypeError(f"audit_context({name}=...) takes a string, not {type(value).__name__}")
 
 
