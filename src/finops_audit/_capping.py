@@ -41,6 +41,7 @@ _SMALL = 96
 #: Longest cut-off token tail a caller-side cut drops.
 _MAX_TOKEN = 4096
 _MAX_DEPTH = 200
+_CUT_SUFFIX = re.compile(r"… \[truncated, ([0-9]{1,15}) bytes\]\Z")
 
 
 def dumps(value: Any) -> bytes:
@@ -195,10 +196,16 @@ def shrink(doc: Any, limit: int, *, trim: bool = False, original: int | None = N
 
 
 def cap_text(text: str, limit: int, *, trim: bool = False) -> str:
-    """``text`` within ``limit`` UTF-8 bytes, ending in ``… [truncated, N bytes]`` if cut."""
+    """``text`` within ``limit`` UTF-8 bytes, ending in ``… [truncated, N bytes]`` if cut.
+
+    N is the size of the original text, also when the caller cut it first.
+    """
     size = _utf8_len(text)
     if size <= limit:
         return text
+    earlier = _CUT_SUFFIX.search(text)
+    if earlier is not None:
+        text, size = text[: earlier.start()], int(earlier.group(1))
     suffix = f"… [truncated, {size} bytes]"
     room = max(0, limit - _utf8_len(suffix))
     cut = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")

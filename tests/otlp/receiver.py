@@ -100,6 +100,7 @@ class _Failure:
 class _State:
     records: list[Received] = field(default_factory=list)
     requests: list[ReceivedRequest] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # accepted requests, decompressed
     failures: list[_Failure | None] = field(default_factory=list)  # None: answer normally
     partial: list[tuple[int, str]] = field(default_factory=list)
     delay: float = 0.0
@@ -155,6 +156,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         request = ExportLogsServiceRequest()
         request.ParseFromString(body)
+        with owner._cond:
+            owner._state.bodies.append(body)
         received = [
             Received(rec, attrs(rl.resource.attributes), sl.scope.name, sl.scope.version)
             for rl in request.resource_logs
@@ -299,6 +302,12 @@ class OtlpReceiver:
     def records(self) -> list[Received]:
         with self._cond:
             return list(self._state.records)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        """The bytes of every well-formed export request body (gzip undone)."""
+        with self._cond:
+            return list(self._state.bodies)
 
     @property
     def requests(self) -> list[ReceivedRequest]:
