@@ -92,7 +92,8 @@ def test_every_field_is_redacted_and_the_neighbours_kept(recorded: tuple[Path, b
     # caller fields and labels
     assert plain.user == f"ops {R}"
     assert plain.session_id == R
-    assert plain.request_id is not None and plain.request_id.startswith(R)
+    assert plain.request_id is not None
+    assert plain.request_id.startswith(R)
     assert plain.labels == {"tenant": "acme-tenant", "authorization": R, "x-api-key": R}
     # every value inside credentials leaves the error message, which gets its own cap
     assert failed.parameters["credentials"] == R
