@@ -32,7 +32,9 @@ import click
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-REGION = re.compile(r"(<!-- gen:(?P<name>[\w:.-]+) -->\n)(?P<body>.*?)(<!-- /gen:(?P=name) -->)", re.S)
+REGION = re.compile(
+    r"(<!-- gen:(?P<name>[\w:.-]+) -->\n)(?P<body>.*?)(<!-- /gen:(?P=name) -->)", re.S
+)
 #: Console width the shown output is rendered at.
 COLUMNS = "100"
 
@@ -65,7 +67,8 @@ def make_example_trail() -> None:
     spec = importlib.util.spec_from_file_location(
         "finops_server_example", ROOT / "examples" / "finops_server" / "server.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     server = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(server)
     registry = _Registry()
@@ -87,11 +90,11 @@ def make_example_trail() -> None:
                 except ValueError:
                     pass
         try:
-            tools["get_tag_policy"](policy_name="legacy")
+            await tools["check_tag_compliance"](policy_name="legacy")
         except ValueError:
             pass
         try:
-            await tools["check_tag_compliance"](policy_name="legacy")
+            tools["get_tag_policy"](policy_name="legacy")
         except ValueError:
             pass
 
@@ -205,7 +208,8 @@ CONSOLE: dict[str, list[str]] = {
         "finops-audit backup backups/audit.db",
         "finops-audit export trail.jsonl",
         "finops-audit verify",
-        "sqlite3 audit_logs.db \"UPDATE audit_logs SET parameters = '{}' WHERE id = 3\"",
+        "sqlite3 audit_logs.db \"UPDATE audit_logs SET status = 'SUCCESS', error_message = NULL "
+        'WHERE id = 9"   # hide a failure',
         'finops-audit verify; echo "exit status $?"',
     ],
 }
@@ -243,20 +247,22 @@ def _run_console(lines: list[str]) -> str:
         shutil.copy(trail, Path(tmp) / trail.name)
         for line in lines:
             done = subprocess.run(
-                ["bash", "-c", line + " 2>&1"],
+                ["bash", "-c", "{ " + line + "\n} 2>&1"],
                 cwd=tmp,
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=120,
             )
-            out.append(f"$ {line}\n{done.stdout}")
+            out.append(f"$ {line}\n{done.stdout}{done.stderr}")
     return "```console\n" + "".join(out) + "```\n"
 
 
 def _needs(lines: list[str]) -> list[str]:
     """Programs a console block calls that this machine lacks."""
-    return [p for p in ("sqlite3",) if any(ln.startswith(p) for ln in lines) and not shutil.which(p)]
+    return [
+        p for p in ("sqlite3",) if any(ln.startswith(p) for ln in lines) and not shutil.which(p)
+    ]
 
 
 def generate(name: str) -> str:

@@ -18,7 +18,8 @@ from tests.docs._blocks import ROOT
 
 def _gen() -> ModuleType:
     spec = importlib.util.spec_from_file_location("docs_gen", ROOT / "docs" / "_gen.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("docs_gen", module)
     spec.loader.exec_module(module)
