@@ -14,9 +14,18 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ._chain import MIN_KEY_BYTES
 from .exceptions import AuditConfigError
 
 __all__ = ["ENV_PREFIX", "AuditSettings", "OverflowPolicy", "SynchronousMode", "load_settings"]
@@ -96,7 +105,8 @@ class AuditSettings(BaseSettings):
     )
     hmac_key: SecretStr | None = Field(
         default=None,
-        description="Key for HMAC pseudonyms of identifiers and for the keyed hash chain.",
+        description="Key (at least 32 bytes) from which the subkeys of HMAC pseudonyms, the "
+        "keyed hash chain and anchors are derived (HKDF). Unset: no key; empty: an error.",
     )
     hmac_fields: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -178,6 +188,18 @@ class AuditSettings(BaseSettings):
     otlp_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Log records per OTLP request at most."
     )
+    anchor_path: Path | None = Field(
+        default=None,
+        description="Append-only file (another volume or a log shipper) where the writer "
+        "appends signed anchors of the trail's end: verify --anchors then notices deleted "
+        "newest rows.",
+    )
+    anchor_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=86_400,
+        description="Seconds of activity between two anchors (one more at close).",
+    )
 
     @field_validator("redact_keys", "redact_patterns", "hmac_fields", mode="before")
     @classmethod
@@ -199,6 +221,32 @@ class AuditSettings(BaseSettings):
                 raise ValueError(
                     f"pattern {pattern!r} is not a valid regular expression: {exc}"
                 ) from None
+        return value
+
+    @field_validator("hmac_key")
+    @classmethod
+    def _a_long_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty value must never silently mean "no key".
+        if value is None:
+            return None
+        size = len(value.get_secret_value().encode("utf-8"))
+        if size < MIN_KEY_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_KEY_BYTES} bytes (got {size}); generate one with "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`, or unset it "
+                "for no key"
+            )
+        return value
+
+    @field_validator("anchor_path")
+    @classmethod
+    def _an_anchor_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if str(value).strip() in ("", "."):  # Path("") is "."
+            raise ValueError("must be a file path (unset it for no anchors)")
+        if info.data.get("hash_chain") is False:
+            raise ValueError("anchors need the hash chain: unset AUDIT_HASH_CHAIN=false")
         return value
 
     @field_validator("db_url")
@@ -282,6 +330,23 @@ class AuditSettings(BaseSettings):
             )
         return self
 
+    # Secrets stay out of repr(), str(), model_dump() and logs: hmac_key and
+    # db_url are SecretStr; the OTLP headers (an Authorization or API key
+    # header, typically) keep their names and lose their values.
+    @field_serializer("otlp_headers")
+    def _masked_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {name: MASK for name in headers}
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "otlp_headers" and isinstance(value, dict):
+                yield name, {key: MASK for key in value}
+            else:
+                yield name, value
+
+
+#: What a secret setting's value shows as (pydantic's SecretStr mask).
+MASK = "**********"
 
 #: Settings whose values never appear in an error message.
 _SECRET_FIELDS = frozenset({"hmac_key", "db_url", "otlp_headers"})
