@@ -10,6 +10,7 @@ and stripped of what no database column holds (NUL and other control characters)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -96,6 +97,8 @@ def _when(params: Mapping[str, str], name: str, now: datetime) -> datetime | Non
             return now - parse_duration(text, name=name)
         except (AuditConfigError, OverflowError):
             raise FilterError(f"{name}={value!r} is not a usable age (e.g. 15m, 24h, 7d)") from None
+    # A "+00:00" offset pasted into a URL unescaped arrives as " 00:00".
+    text = re.sub(r"(\d) (\d{2}:?\d{2})$", r"\1+\2", text)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

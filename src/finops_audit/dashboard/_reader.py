@@ -9,12 +9,10 @@ writer batches. Everything else the page shows comes from the public calls.
 
 from __future__ import annotations
 
-import orjson
-
 from ..models import AuditLogEntry
 from ..service import AuditService, _with_caller
+from ..storage._value_match import value_matches
 from ..storage.base import LogQuery
-from ..storage.sqlite import json_text
 from ._filters import Filters
 
 __all__ = ["entries_after", "entry_by_id", "filtered_query", "latest_id", "matches"]
@@ -74,8 +72,7 @@ def matches(entry: AuditLogEntry, filters: Filters, pseudonym: str | None) -> bo
         if wanted is not None and value != wanted:
             return False
     if filters.param is not None:
-        text = orjson.dumps(entry.parameters).decode()
-        needles = [json_text(filters.param)] + ([pseudonym] if pseudonym else [])
-        if not any(needle in text for needle in needles):
+        needles = [filters.param] + ([pseudonym] if pseudonym else [])
+        if not any(value_matches(entry.parameters, needle) for needle in needles):
             return False
     return True
