@@ -237,8 +237,9 @@ def check_anchors(
         else:
             top = last_id if last_id is not None else purged_through or 0
             return (
-                target,
-                f"anchored row {target} is gone {where}: rows after {top} were deleted",
+                top + 1,
+                f"anchored row {target} is gone {where}: rows {top + 1}..{target} "
+                "(at least) were deleted",
             )
         present = (
             0

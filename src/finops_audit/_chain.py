@@ -138,7 +138,11 @@ class Chainer:
         return out, prev_hash
 
     def meta_signature(self, key: str, value: str) -> str:
-        return self.digest(orjson.dumps(["meta", key, value]))
+        """Signature of one ``audit_meta`` record (scheme 2 also signs its scheme number,
+        so even an unkeyed trail whose scheme record was deleted fails verify)."""
+        if self.scheme == 1:
+            return self.digest(orjson.dumps(["meta", key, value]))
+        return self.digest(orjson.dumps(["meta", key, value, self.scheme]))
 
     def checkpoint_signature(
         self, through_id: int, last_hash: str, rows_purged: int, created_at: str

@@ -12,23 +12,33 @@ import csv
 import functools
 import json
 import os
+import shlex
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ._durations import parse_duration
-from .analytics import ErrorGroup, ToolStats
+from ._cli_views import (
+    ENTRY_COLUMNS,
+    Screen,
+    bucket_table,
+    entry_row,
+    error_table,
+    slow_table,
+    tool_table,
+)
+from ._durations import format_duration, parse_duration
 from .config import load_settings
 from .exceptions import AuditError, AuditTimeoutError
+from .maintenance import VerifyReport
 from .models import AuditLogEntry, AuditStatus
 from .service import AuditService
 
@@ -48,19 +58,92 @@ def _db_option(fn: F) -> F:
 
 
 def _user_errors(fn: F) -> F:
+    """User mistakes and unusable files end in one ``Error:`` line (see :func:`_error_text`);
+    a reader that went away (``| head``) ends the command quietly (:func:`_closed_pipe`)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return result
+        except BrokenPipeError:
+            _closed_pipe()
         except (AuditError, OSError, sqlite3.Error) as exc:
-            raise click.ClickException(str(exc)) from None
+            text = _error_text(exc, kwargs.get("db_path"), reading=fn.__name__ in _READERS)
+            raise click.ClickException(text) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _open_existing(db_path: Path | None, *, buffer: bool = False) -> AuditService:
+#: Commands that only read the trail: their errors never speak of writing.
+_READERS = frozenset({"logs", "tail", "stats", "export", "verify"})
+
+
+def _error_text(exc: BaseException, db_path: Path | None, *, reading: bool) -> str:
+    """The one line a failed command prints: every message names the file it is about.
+
+    The single place that words CLI errors, so that how the trail is opened (read-only
+    for readers, through the writer for the rest) can change without changing them.
+    ``sqlite3`` says only "file is not a database"; a reader is told what it could not
+    read, never that entries "are kept and retried".
+    """
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    if reading:
+        text = text.replace("cannot write to", "cannot read").replace(
+            "; entries are kept and retried", ""
+        )
+    if isinstance(exc, sqlite3.Error):  # the library's own errors name their file already
+        where = _local_file(db_path)
+        if where is not None and where not in text:
+            text = f"{where}: {text}"
+    return text
+
+
+def _local_file(db_path: Path | None) -> str | None:
+    """The SQLite file a command works on, as the user named it or the settings resolve it
+    (``None`` when the command reads a central store, whose errors name their host)."""
+    if db_path is not None:
+        return str(db_path)
+    try:
+        settings = load_settings()
+    except AuditError:
+        return None
+    return None if settings.db_url is not None else str(settings.db_path)
+
+
+def _closed_pipe() -> NoReturn:
+    """stdout's reader went away (``logs --json | head -1``): stop quietly, as
+    ``git log | head`` does, with the status a shell gives a command ended by SIGPIPE.
+
+    stdout is pointed at /dev/null first, so the interpreter's last flush cannot
+    fail again and print "Exception ignored ... BrokenPipeError".
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (tests); nothing to flush there
+        pass
+    sys.exit(_SIGPIPE_STATUS)
+
+
+#: 128 + SIGPIPE (13): the status a shell reports for ``git log | head``.
+_SIGPIPE_STATUS = 141
+
+
+def _open_existing(
+    db_path: Path | None, *, buffer: bool = False, write: bool = False
+) -> AuditService:
     """A service on an existing trail; ``buffer``: the local file itself must exist
-    and have somewhere to go (``finops-audit forward``)."""
+    and have somewhere to go (``finops-audit forward``).
+
+    Reading commands get a read-only service: the file is opened ``mode=ro``,
+    never created, migrated, switched to WAL or written, and a file that is not
+    a trail this version reads is one error line. Commands that write
+    (``write``: purge; ``buffer``: forward) check that first, the same way.
+    """
     # Operator commands never purge (retention) nor take over the host's signals.
     settings = load_settings(db_path=db_path).model_copy(
         update={"retention_days": None, "handle_signals": False}
@@ -71,6 +154,12 @@ def _open_existing(db_path: Path | None, *, buffer: bool = False) -> AuditServic
     if (buffer or settings.db_url is None) and not Path(settings.db_path).exists():
         what = "audit buffer" if buffer else "audit database"
         raise click.ClickException(f"no {what} at {settings.db_path} (set --db or AUDIT_DB_PATH)")
+    if not (write or buffer):
+        return AuditService(settings=settings, read_only=True)
+    if settings.db_url is None or buffer:
+        local = settings.model_copy(update={"db_url": None, "otlp_endpoint": None})
+        with AuditService(settings=local, read_only=True) as probe:
+            probe.get_logs(limit=1)  # not a trail, or a newer one: an error, nothing written
     return AuditService(settings=settings)
 
 
@@ -99,7 +188,9 @@ def demo(db_path: Path | None, calls: int, concurrency: int) -> None:
     """Drive audited FinOps tools (async and sync, some failing) and show what was recorded."""
     from ._demo import run_demo
 
-    console = Console()
+    screen = Screen()
+    # The progress bar is for a person watching: on stderr, and only on a terminal.
+    status = Console(stderr=True)
     with AuditService(db_path=db_path) as service:
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
@@ -108,62 +199,38 @@ def demo(db_path: Path | None, calls: int, concurrency: int) -> None:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=console,
+            console=status,
             transient=False,
+            disable=not status.is_terminal,
         ) as progress:
             task = progress.add_task("calls", total=calls)
             asyncio.run(run_demo(service, calls, concurrency, lambda n: progress.advance(task, n)))
         elapsed = time.perf_counter() - t0
         tools = service.tool_stats(since=started)
-        errors = service.error_groups(limit=5, since=started)
+        groups = service.error_groups(limit=_ALL_GROUPS, since=started)
         stats = service.stats()
     calls = sum(t.calls for t in tools)
     failures = sum(t.failures for t in tools)
-    console.print(
+    screen.console.print(
         f"Recorded [bold]{calls:,}[/] calls ([red]{failures:,} failed[/]) in {elapsed:.2f} s "
-        f"({calls / elapsed:,.0f} calls/s), {stats.dropped} dropped, in [cyan]{service.db_path}[/]"
+        f"({calls / elapsed:,.0f} calls/s), {stats.dropped} dropped, "
+        f"in [cyan]{escape(str(service.db_path))}[/]",
+        soft_wrap=True,
     )
-    console.print(_tool_table(tools))
-    if errors:
-        console.print(_error_table(errors))
+    title = "Per-tool calls and latency (ms), computed in SQL from the trail"
+    screen.table(tool_table(tools, title))
+    if groups:
+        top = sorted(groups, key=lambda g: (-g.count, g.tool_name, g.error_message or ""))[:5]
+        screen.table(error_table(top, "Most frequent errors"))
+    where = "" if db_path is None else f" --db {shlex.quote(str(db_path))}"
+    screen.print("")
+    screen.print("Try next:")
+    for command in ("logs", "stats", "tail -f"):
+        screen.print(f"  finops-audit {command}{where}")
 
 
-def _tool_table(tools: list[ToolStats]) -> Table:
-    table = Table(title="Per-tool calls and latency (ms), computed in SQL from the trail")
-    for column in ("tool", "calls", "failures", "fail %", "p50", "p95", "p99", "max"):
-        table.add_column(
-            column, justify="left" if column == "tool" else "right", no_wrap=column == "tool"
-        )
-
-    def ms(value: float | None) -> str:
-        return "" if value is None else f"{value:.3f}"
-
-    for t in tools:
-        table.add_row(
-            t.tool_name,
-            f"{t.calls:,}",
-            f"{t.failures:,}",
-            f"{100 * t.failure_rate:.1f}",
-            ms(t.p50_ms),
-            ms(t.p95_ms),
-            ms(t.p99_ms),
-            ms(t.max_ms),
-        )
-    return table
-
-
-def _error_table(errors: list[ErrorGroup]) -> Table:
-    table = Table(title="Most recent failures, grouped by error")
-    for column in ("tool", "error", "count", "last seen (UTC)"):
-        table.add_column(column, justify="right" if column == "count" else "left")
-    for g in errors:
-        table.add_row(
-            g.tool_name,
-            g.error_message or "",
-            f"{g.count:,}",
-            g.last_seen.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    return table
+#: Every error group of the demo's run (it makes a handful), to sort them by count here.
+_ALL_GROUPS = 1000
 
 
 def _filters(fn: F) -> F:
@@ -188,13 +255,26 @@ def _filters(fn: F) -> F:
 
 
 def _when(value: str | None, name: str) -> str | datetime | None:
-    """ISO-8601 as is; an age such as ``24h`` becomes now minus that."""
+    """ISO-8601 as is; an age such as ``24h`` or ``1h30m`` becomes now minus that.
+
+    Anything else is an error that shows both accepted forms.
+    """
     if value is None:
         return None
     text = value.strip()
-    if text and text[-1].lower() in "smhdw" and text[:-1].replace(".", "", 1).isdigit():
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        pass
+    else:
+        return text
+    try:
         return datetime.now(timezone.utc) - parse_duration(text, name=name)
-    return text
+    except (AuditError, OverflowError):
+        raise click.ClickException(
+            f"{name}={value!r} is not an ISO-8601 time (e.g. 2026-11-28T04:00:00Z) "
+            "nor an age such as 30m, 24h or 7d"
+        ) from None
 
 
 def _filter_args(
@@ -276,47 +356,8 @@ def logs(
         writer.writeheader()
         writer.writerows(_csv_row(e) for e in entries)
     else:
-        Console().print(_logs_table(entries, f"{len(entries)} audit entries, newest first"))
-
-
-def _slow_table(entries: list[AuditLogEntry]) -> Table:
-    table = Table(title=f"The {len(entries)} slowest calls")
-    for column in ("ms", "tool", "time (UTC)", "status", "id"):
-        table.add_column(
-            column, no_wrap=True, justify="right" if column in ("ms", "id") else "left"
-        )
-    for e in entries:
-        table.add_row(
-            f"{e.execution_time_ms:.3f}" if e.execution_time_ms is not None else "",
-            e.tool_name,
-            e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            e.status.value,
-            str(e.id),
-        )
-    return table
-
-
-def _logs_table(entries: list[AuditLogEntry], title: str) -> Table:
-    table = Table(title=title)
-    for column in ("id", "time (UTC)", "tool", "status", "ms", "client"):
-        table.add_column(
-            column, no_wrap=True, justify="right" if column in ("id", "ms") else "left"
-        )
-    table.add_column("parameters", overflow="fold", ratio=3)
-    table.add_column("error", overflow="fold", ratio=2)
-    for e in entries:
-        client = "/".join(x for x in (e.client_name, e.client_version) if x) or e.user or ""
-        table.add_row(
-            str(e.id),
-            e.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            e.tool_name,
-            "[green]SUCCESS[/]" if e.status is AuditStatus.SUCCESS else "[red]FAILURE[/]",
-            f"{e.execution_time_ms:.3f}" if e.execution_time_ms is not None else "",
-            client,
-            json.dumps(e.parameters, ensure_ascii=False)[:300],
-            e.error_message or "",
-        )
-    return table
+        title = f"{len(entries)} audit entries, newest first"
+        Screen().table((title, ENTRY_COLUMNS, [entry_row(e) for e in entries]))
 
 
 @main.command()
@@ -359,31 +400,28 @@ def tail(
     as_json: bool,
 ) -> None:
     """Show the latest entries (oldest of them first); -f follows new ones live."""
-    console = Console()
+    screen = Screen()
+    # One layout for the whole run, so lines that arrive later stay aligned with the first.
+    layout = screen.layout(ENTRY_COLUMNS)
 
-    def show(entry: AuditLogEntry) -> None:
+    def show(entries: list[AuditLogEntry]) -> None:
         if as_json:
-            click.echo(json.dumps(_entry_row(entry), ensure_ascii=False))
-            return
-        mark = "[green]OK  [/]" if entry.status is AuditStatus.SUCCESS else "[red]FAIL[/]"
-        ms = f"{entry.execution_time_ms:9.3f} ms" if entry.execution_time_ms is not None else ""
-        args = json.dumps(entry.parameters, ensure_ascii=False)[:160]
-        error = f"  [red]{entry.error_message}[/]" if entry.error_message else ""
-        console.print(
-            f"{entry.id:>8} {entry.timestamp:%Y-%m-%d %H:%M:%S.%f} {mark} "
-            f"[bold]{entry.tool_name}[/] {ms} {args}{error}",
-            highlight=False,
-            markup=True,
-            soft_wrap=True,
-        )
+            for entry in entries:
+                click.echo(json.dumps(_entry_row(entry), ensure_ascii=False))
+        else:
+            rows = [entry_row(e) for e in entries]
+            layout.widen(rows)
+            for row in rows:
+                for line in layout.lines(row):
+                    screen.print(line)
+        sys.stdout.flush()  # in a pipe too (| grep), each entry shows as it arrives
 
     filters = _filter_args(tool_name, status, since, until)
     with _open_existing(db_path) as service:
         last_id = 0
         if lines:
             latest = service.get_logs(limit=lines, **filters)
-            for entry in reversed(latest):
-                show(entry)
+            show(latest[::-1])
             last_id = max((e.id for e in latest), default=0)
         if not lines or not follow:
             last_id = max(last_id, _max_id(service))
@@ -394,7 +432,7 @@ def tail(
             while deadline is None or time.monotonic() < deadline:
                 for entry in service.iter_logs(page_size=1000, **filters):
                     if entry.id > last_id:
-                        show(entry)
+                        show([entry])
                         last_id = entry.id
                 time.sleep(interval)
         except KeyboardInterrupt:
@@ -450,20 +488,15 @@ def stats(
         }
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
-    console = Console()
+    screen = Screen()
     if not tools:
-        console.print("No calls in this window.")
+        screen.print("No calls in this window.")
         return
-    console.print(_tool_table(tools))
-    console.print(_slow_table(slow))
+    screen.table(tool_table(tools, "Per-tool calls and latency (ms)"))
+    screen.table(slow_table(slow))
     if errors:
-        console.print(_error_table(errors))
-    table = Table(title=f"Calls per {bucket}")
-    for column in ("start (UTC)", "calls", "failures"):
-        table.add_column(column, justify="left" if column.startswith("start") else "right")
-    for b in buckets:
-        table.add_row(f"{b.start:%Y-%m-%d %H:%M}", f"{b.calls:,}", f"{b.failures:,}")
-    console.print(table)
+        screen.table(error_table(errors, "Most recent errors, grouped by tool and message"))
+    screen.table(bucket_table(buckets, bucket))
 
 
 @main.command()
@@ -521,10 +554,11 @@ def export(
 def purge(db_path: Path | None, older_than: str, yes: bool) -> None:
     """Delete entries older than --older-than, in small batches, leaving a signed checkpoint."""
     age = parse_duration(older_than, name="--older-than")
-    with _open_existing(db_path) as service:
+    with _open_existing(db_path, write=True) as service:
         if not yes:
             click.confirm(
-                f"Delete audit entries older than {age} from {service.trail}?", abort=True
+                f"Delete audit entries older than {format_duration(age)} from {service.trail}?",
+                abort=True,
             )
         report = service.purge(age)
     click.echo(
@@ -544,14 +578,43 @@ def backup(db_path: Path | None, dest: Path) -> None:
     click.echo(f"backed up {report.rows:,} entries ({report.bytes:,} bytes) to {report.path}")
 
 
+def _proves(report: VerifyReport) -> str:
+    """What an OK verify proves, with or without the key and anchors."""
+    if report.keyed:
+        text = (
+            "Proves: no entry was changed, inserted, moved or deleted by anyone "
+            "without AUDIT_HMAC_KEY"
+        )
+    else:
+        text = (
+            "Proves: the entries match their SHA-256 chain (no accidental damage); without "
+            "AUDIT_HMAC_KEY anyone able to write the file can rebuild the chain"
+        )
+    if report.anchors_checked:
+        return text + ", and the trail still holds every anchored entry."
+    return text + "; deleted newest entries show only with --anchors FILE."
+
+
 @main.command()
 @_db_option
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--anchors",
+    "anchors",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Anchor file (AUDIT_ANCHOR_PATH) to check the trail against: shows deleted newest rows.",
+)
 @_user_errors
-def verify(db_path: Path | None, as_json: bool) -> None:
-    """Check the hash chain; exit status 1 at the first modified, missing or moved row."""
+def verify(db_path: Path | None, as_json: bool, anchors: Path | None) -> None:
+    """Check the hash chain; exit status 1 at the first modified, missing or moved row.
+
+    With AUDIT_HMAC_KEY the chain proves no entry was changed, inserted, moved or
+    deleted by anyone without the key; without it, anyone able to write the file
+    can rebuild the chain. Only --anchors shows deleted newest rows.
+    """
     with _open_existing(db_path) as service:
-        report = service.verify()
+        report = service.verify(anchors=anchors)
     if as_json:
         click.echo(report.model_dump_json())
     elif report.ok:
@@ -561,10 +624,15 @@ def verify(db_path: Path | None, as_json: bool) -> None:
             if report.checkpoint_through_id is not None
             else ""
         )
+        anchored = f", {report.anchors_checked:,} anchors held" if report.anchors_checked else ""
         click.echo(
             f"OK: {report.rows_checked:,} entries verified{extra}{since}"
             + (" (keyed)" if report.keyed else "")
+            + anchored
         )
+        click.echo(_proves(report))
+    elif report.first_bad_id is None:
+        click.echo(f"TAMPERED: {report.problem}", err=True)
     else:
         click.echo(
             f"TAMPERED at id {report.first_bad_id}: {report.problem} "
@@ -602,6 +670,55 @@ def forward(db_path: Path | None, timeout: float) -> None:
         click.echo(
             f"{name}: {sink.forwarded:,} entries delivered to {sink.target}; "
             f"buffer {service.db_path} is up to date (cursor {sink.cursor:,})"
+        )
+
+
+_DASHBOARD_MODULES = ("starlette", "uvicorn", "sse_starlette")
+
+
+@main.command()
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0: any free."
+)
+@click.option(
+    "--token",
+    envvar="AUDIT_DASHBOARD_TOKEN",
+    default=None,
+    help="Access token (default: $AUDIT_DASHBOARD_TOKEN, else a random one, printed once).",
+)
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Another name browsers use for this server (Host/Origin check), e.g. behind a tunnel.",
+)
+@_user_errors
+def serve(
+    db_path: Path | None, host: str, port: int, token: str | None, allowed_hosts: tuple[str, ...]
+) -> None:
+    """Serve a read-only dashboard of the trail with a live stream (needs the dashboard extra).
+
+    With AUDIT_DB_URL it shows the fleet's central trail. Prints the URL to open,
+    with its token, once.
+    """
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in _DASHBOARD_MODULES):
+        raise click.ClickException(
+            "finops-audit serve needs the dashboard extra: pip install 'finops-audit[dashboard]'"
+        )
+    from .dashboard._serve import serve as run_dashboard
+
+    with _open_existing(db_path) as service:
+        run_dashboard(
+            service,
+            host=host,
+            port=port,
+            token=token,
+            allowed_hosts=allowed_hosts,
+            echo=lambda line: click.echo(line),
         )
 
 

@@ -16,7 +16,9 @@ Runs on the writer's side, never in the tool call, and before any size cap
    sensitive key is redacted whole.
 3. **Pseudonyms**: with an HMAC key, AWS account ids, ARNs and the values of
    ``hmac_keys`` become ``"hmac:<first 32 hex digits of HMAC-SHA256>"``: private
-   on disk, yet :meth:`pseudonym` of the original finds the rows again.
+   on disk, yet :meth:`pseudonym` of the original finds the rows again. The
+   HMAC key is the key's pseudonym subkey (HKDF, ``_chain.pseudonym_key``),
+   so no pseudonym is ever a valid row hash or signature.
 4. A ``custom`` callable gets the decoded parameters last; if it raises, the
    parameters are stored as ``{"$redaction_failed": "<ExceptionType>"}``.
 
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._chain import pseudonym_key
 from ._secret_keys import KeyRule
 
 if TYPE_CHECKING:
@@ -171,7 +174,8 @@ class Redactor:
             re.compile(p)  # fail at start-up on a bad pattern, naming it
         self._values = re.compile("|".join(f"(?:{p})" for p in patterns), re.DOTALL)
         key = hmac_key.encode() if isinstance(hmac_key, str) else hmac_key
-        self._hmac_key = key or None
+        # pseudonyms use their own HKDF subkey of AUDIT_HMAC_KEY, never the chain's
+        self._hmac_key = pseudonym_key(key)
         self._hmac_names = {normalise_key(k) for k in hmac_keys}
         ids = [_ACCOUNT_ID, _ARN] if (self._hmac_key and pseudonymize_aws_ids) else []
         self._ids = re.compile("|".join(f"(?:{p})" for p in ids)) if ids else None

@@ -1,8 +1,10 @@
 """AuditService: the user's handle on the trail: queries, flush, close, health.
 
-One service owns one writer (queue, thread, store). Decorators without
-``service=`` share the process's default service, created on first use from
-the ``AUDIT_*`` settings, so the design note's bare ``@audit_tool`` just works.
+Every service on one file in a process is a handle on one shared writer
+(queue, thread, store; see ``_trails``), so a call that has returned is
+visible whichever handle reads. Decorators without ``service=`` use the
+process's default service, created on first use from the ``AUDIT_*``
+settings, so the design note's bare ``@audit_tool`` just works.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import concurrent.futures
 import csv
 import functools
+import logging
 import os
 import threading
 import time
@@ -24,6 +27,8 @@ from typing import IO, Any, TypeVar
 
 import orjson
 
+from . import _trails
+from ._anchors import Anchor, AnchorFileError, AnchorLog, read_anchors
 from ._chain import Chainer
 from ._durations import parse_duration
 from ._writer import AuditStats, AuditWriter, WriterHooks
@@ -48,6 +53,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+logger = logging.getLogger("finops_audit")
+
 #: Largest ``limit`` one ``get_logs`` call may ask for; page with ``offset`` beyond it.
 MAX_LIMIT = 100_000
 
@@ -66,6 +73,7 @@ class AuditService:
         *,
         settings: AuditSettings | None = None,
         redactor: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        read_only: bool = False,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -74,6 +82,10 @@ class AuditService:
             settings = settings.model_copy(
                 update={k: v for k, v in {"db_path": db_path, **overrides}.items() if v is not None}
             )
+        self._read_only = read_only
+        if read_only:
+            # A reader never purges, forwards or takes over the host's signals.
+            settings = settings.model_copy(update={"retention_days": None, "handle_signals": False})
         self.settings = settings
         key = settings.hmac_key.get_secret_value().encode() if settings.hmac_key else None
         self._verifier = Chainer(key)
@@ -82,9 +94,34 @@ class AuditService:
             enabled=settings.redact,
             extra_keys=settings.redact_keys,
             extra_patterns=settings.redact_patterns,
-            hmac_key=key,
+            hmac_key=key,  # pseudonyms use their own subkey (see Redactor)
             hmac_keys=settings.hmac_fields,
             custom=redactor,
+        )
+        self._closed = False
+        self._central = build_central_store(settings, self._verifier)
+        # One writer per file in the process: this service is a handle on it
+        # (see _trails); the first handle's settings build it.
+        if read_only:
+            # Its own store (mode=ro), never shared with a writer on the same file.
+            writer, fleet = self._build_writer()
+            self._trail = _trails.Trail(
+                _trails.trail_key(settings.db_path), settings, None, writer, fleet
+            )
+            built = False
+        else:
+            self._trail, built = _trails.acquire(settings, redactor, self._build_writer)
+        self._writer = self._trail.writer
+        self._fleet: _Fleet = self._trail.fleet  # type: ignore[assignment]
+        self._central_loop = LoopThread("finops-audit-central") if self._central else None
+        if built and self._fleet.forwarders and self.db_path.exists():
+            # A replica restarted with a backlog ships it even before its first call.
+            self._fleet.start()
+
+    def _build_writer(self) -> tuple[AuditWriter, _Fleet]:
+        # The file is fixed now: a later chdir must not move the trail.
+        settings = self.settings.model_copy(
+            update={"db_path": Path(_trails.trail_key(self.settings.db_path))}
         )
         # The writer outlives an unclosed service (it is drained at exit), so
         # nothing it holds may refer back to the service: plain partials.
@@ -98,21 +135,28 @@ class AuditService:
             settings.db_path,
             synchronous=settings.synchronous,
             busy_timeout=settings.busy_timeout,
-            chainer=self._chainer,
+            chainer=None if self._read_only else self._chainer,
             signer=self._verifier,
+            read_only=self._read_only,
+            anchors=(
+                AnchorLog(
+                    settings.anchor_path,
+                    self._verifier,
+                    str(settings.db_path),
+                    settings.anchor_interval,
+                )
+                if settings.anchor_path is not None and not self._read_only
+                else None
+            ),
         )
         # With a central store, retention is applied there (and to the buffer only
         # below the forwarding cursor), never to rows still waiting to be sent.
-        self._central = build_central_store(settings, self._verifier)
-        self._fleet = _Fleet(build_forwarders(settings, self._verifier), settings.forward_timeout)
-        if self._fleet.forwarders:
+        forwarders = [] if self._read_only else build_forwarders(settings, self._verifier)
+        fleet = _Fleet(forwarders, settings.forward_timeout)
+        if fleet.forwarders:
             retention = None  # the forwarders apply it, never above their cursors
-        self._central_loop = LoopThread("finops-audit-central") if self._central else None
-        hooks = self._fleet.hooks() if self._fleet.forwarders else None
-        self._writer = AuditWriter(store_factory, settings, self.redactor, retention, hooks)
-        if self._fleet.forwarders and self.db_path.exists():
-            # A replica restarted with a backlog ships it even before its first call.
-            self._fleet.start()
+        hooks = fleet.hooks() if fleet.forwarders else None
+        return AuditWriter(store_factory, settings, self.redactor, retention, hooks), fleet
 
     @property
     def db_path(self) -> Path:
@@ -121,7 +165,12 @@ class AuditService:
 
     @property
     def closed(self) -> bool:
-        return self._writer.closed
+        """True once this handle is closed (or its writer was)."""
+        return self._closed or self._writer.closed
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise AuditClosedError("this audit service is closed; create a new AuditService")
 
     @property
     def trail(self) -> str:
@@ -144,16 +193,29 @@ class AuditService:
         """Read-your-writes: this service's accepted entries are in the store read.
 
         Only the central store's forwarder is waited for: an OTLP collector
-        being down must not stop queries.
+        being down must not stop queries. Reading a central store, the other
+        trails of this process that forward to it are caught up too.
         """
+        self._check_open()
         self._writer.flush(timeout=self.settings.close_timeout)
-        if self._central is not None and self._writer.stats().accepted:
+        if self._central is None:
+            return
+        if self._writer.stats().accepted:
             self._forward(self.settings.close_timeout, central_only=True)
+        for peer in _trails.trails_to(self.settings):
+            if peer is not self._trail and not peer.writer.closed:
+                _catch_up_peer(peer, self.settings.close_timeout)
 
     async def _acatch_up(self) -> None:
+        self._check_open()
         await self._writer.aflush(timeout=self.settings.close_timeout)
-        if self._central is not None and self._writer.stats().accepted:
+        if self._central is None:
+            return
+        if self._writer.stats().accepted:
             await self._aforward(self.settings.close_timeout, central_only=True)
+        for peer in _trails.trails_to(self.settings):
+            if peer is not self._trail and not peer.writer.closed:
+                await asyncio.to_thread(_catch_up_peer, peer, self.settings.close_timeout)
 
     def _ask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
         """Run ``ask`` on the store queries read: the central one if configured."""
@@ -164,6 +226,7 @@ class AuditService:
                 return self._central_loop.run(ask(self._central))
             except concurrent.futures.CancelledError:
                 raise AuditClosedError("the audit service was closed during the query") from None
+        self._check_open()
         return self._writer.run(ask)
 
     async def _aask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
@@ -178,6 +241,7 @@ class AuditService:
                         "the audit service was closed during the query"
                     ) from None
                 raise
+        self._check_open()
         return await self._writer.arun(ask)
 
     def _read(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
@@ -440,12 +504,41 @@ class AuditService:
 
     # ------------------------------------------------------------------ maintenance
 
-    def verify(self) -> VerifyReport:
-        """Walk the hash chain; ``ok`` is false at the first modified, missing or moved row."""
-        return self._read(lambda store: store.verify(self._verifier))
+    def verify(self, anchors: str | os.PathLike[str] | None = None) -> VerifyReport:
+        """Walk the hash chain; ``ok`` is false at the first modified, missing or moved row.
 
-    async def averify(self) -> VerifyReport:
-        return await self._aread(lambda store: store.verify(self._verifier))
+        ``anchors``: an anchor file (``AUDIT_ANCHOR_PATH``) to check the trail
+        against as well: ``ok`` is then also false when an anchored row is gone
+        or changed, when rows were deleted from the end, or when a line of the
+        file is garbled or forged (``problem`` names the file and line).
+        """
+        found = self._anchors(anchors)
+        if isinstance(found, VerifyReport):
+            return found
+        return self._read(lambda store: store.verify(self._verifier, *found))
+
+    async def averify(self, anchors: str | os.PathLike[str] | None = None) -> VerifyReport:
+        found = await asyncio.to_thread(self._anchors, anchors)
+        if isinstance(found, VerifyReport):
+            return found
+        return await self._aread(lambda store: store.verify(self._verifier, *found))
+
+    def _anchors(
+        self, path: str | os.PathLike[str] | None
+    ) -> tuple[list[Anchor], str] | VerifyReport:
+        if path is None:
+            return [], ""
+        if self._central is not None:
+            raise AuditConfigError(
+                "an anchor file checks one SQLite trail: verify the replica's file "
+                "(unset AUDIT_DB_URL); the central trail is checked against its own anchors"
+            )
+        try:
+            return read_anchors(Path(path), self._verifier), str(path)
+        except AnchorFileError as exc:
+            return VerifyReport(
+                ok=False, rows_checked=0, problem=str(exc), keyed=self._verifier.keyed
+            )
 
     def purge(self, older_than: str | int | timedelta) -> PurgeReport:
         """Delete entries older than ``older_than`` (``"90d"``, seconds, a timedelta).
@@ -474,10 +567,16 @@ class AuditService:
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self, timeout: float | None = None) -> None:
-        """Return once every entry accepted so far is committed to the database."""
+        """Return once every entry accepted so far is committed to the database.
+
+        The writer is shared by every service on this file in the process, so
+        that covers the entries handed to any of them.
+        """
+        self._check_open()
         self._writer.flush(timeout)
 
     async def aflush(self, timeout: float | None = None) -> None:
+        self._check_open()
         await self._writer.aflush(timeout)
 
     def forward(self, timeout: float | None = None) -> None:
@@ -497,7 +596,7 @@ class AuditService:
         await self._aforward(self.settings.close_timeout if timeout is None else timeout)
 
     def _forwarders(self, central_only: bool) -> list[Forwarder]:
-        if self._writer.closed:
+        if self.closed:
             raise AuditClosedError("this audit service is closed; create a new AuditService")
         self._writer.start()
         return [f for f in self._fleet.forwarders if not central_only or f.sink_name == "postgres"]
@@ -533,20 +632,54 @@ class AuditService:
         """Write everything accepted, then stop the writer. Safe to call twice.
 
         With forwarding, then forwards what it can within ``forward_timeout``;
-        the rest stays in the buffer and is sent by the next start.
+        the rest stays in the buffer and is sent by the next start. While
+        other services in the process use the same file, closing this one
+        only flushes: the shared writer stops with the last of them.
         """
+        if self._closed:
+            return
+        self._closed = True
+        wait = self.settings.close_timeout if timeout is None else timeout
         try:
-            self._writer.close(timeout)
+            if not _trails.release(self._trail):
+                self._flush_shared(wait)
+                return
+            try:
+                self._writer.close(wait)
+            finally:
+                self._fleet.close()
         finally:
-            self._fleet.close()
             self._stop_central()
 
     async def aclose(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        wait = self.settings.close_timeout if timeout is None else timeout
         try:
-            await self._writer.aclose(timeout, run_hooks=False)
+            if not _trails.release(self._trail):
+                await asyncio.to_thread(self._flush_shared, wait)
+                return
+            try:
+                await self._writer.aclose(wait, run_hooks=False)
+            finally:
+                await asyncio.to_thread(self._fleet.close)
         finally:
-            await asyncio.to_thread(self._fleet.close)
             await asyncio.to_thread(self._stop_central)
+
+    def _flush_shared(self, wait: float) -> None:
+        """Closing one of several handles: flush, never stop the others' writer."""
+        if self._writer.closed:
+            return
+        try:
+            self._writer.flush(wait)
+        except AuditTimeoutError as exc:
+            logger.warning(
+                "finops_audit: %s; the writer still open for the other services on %s "
+                "keeps them and retries",
+                exc,
+                self._trail.key,
+            )
 
     def _stop_central(self) -> None:
         if self._central_loop is not None and self._central is not None:
@@ -592,6 +725,9 @@ class AuditService:
 
     def __del__(self) -> None:
         writer = getattr(self, "_writer", None)
+        trail = getattr(self, "_trail", None)
+        if trail is None or self._closed or trail.refs > 1:
+            return  # another handle keeps the writer: nothing waits for exit
         if writer is not None and not writer.closed and writer.stats().running:
             warnings.warn(
                 f"{self!r} was garbage-collected without close(); its entries will be "
@@ -624,6 +760,21 @@ class _Fleet:
         deadline = time.monotonic() + self._timeout
         for forwarder in self.forwarders:
             forwarder.close(max(deadline - time.monotonic(), 0.0))
+
+
+def _catch_up_peer(peer: _trails.Trail, wait: float) -> None:
+    """Another trail of this process forwarding to the same central store."""
+    deadline = time.monotonic() + wait
+    try:
+        peer.writer.flush(timeout=wait)
+    except AuditClosedError:
+        return
+    fleet: _Fleet = peer.fleet  # type: ignore[assignment]
+    if not peer.writer.stats().accepted:
+        return
+    for forwarder in fleet.forwarders:
+        if forwarder.sink_name == "postgres":
+            forwarder.wait_forwarded(max(deadline - time.monotonic(), 0.0))
 
 
 def _with_caller(

@@ -38,7 +38,11 @@ def test_logs_table_and_filters(tmp_path: Path, db_path: Path, trail: list[Audit
 
 def test_verify_ok_then_tampered(tmp_path: Path, db_path: Path, trail: list[AuditLogEntry]) -> None:
     done = run_cli("verify", "--db", str(db_path), cwd=tmp_path, script=True)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "OK: 8 entries verified\n", "")
+    assert (done.returncode, done.stdout.splitlines()[0], done.stderr) == (
+        0,
+        "OK: 8 entries verified",
+        "",
+    )
     execute(db_path, 'UPDATE audit_logs SET parameters = \'{"region": "eu-west-1"}\' WHERE id = 3')
     done = run_cli("verify", "--db", str(db_path), cwd=tmp_path)
     no_traceback(done.stdout, done.stderr)

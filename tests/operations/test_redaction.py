@@ -288,11 +288,14 @@ def test_an_invalid_pattern_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -
         AuditService("x.db", redact_patterns=["(["])
 
 
-HMAC_KEY = "pseudonym-key-0123456789abcdef"
+HMAC_KEY = "pseudonym-key-0123456789abcdef-0123456789"
 
 
 def _pseudonym(value: str) -> str:
-    return "hmac:" + hmac.new(HMAC_KEY.encode(), value.encode(), "sha256").hexdigest()[:32]
+    # the documented recipe: HMAC with the key's HKDF subkey labelled for pseudonyms
+    prk = hmac.new(b"finops-audit", HMAC_KEY.encode(), "sha256").digest()
+    subkey = hmac.new(prk, b"finops-audit/v2/pseudonym\x01", "sha256").digest()
+    return "hmac:" + hmac.new(subkey, value.encode(), "sha256").hexdigest()[:32]
 
 
 def test_hmac_pseudonyms_are_private_yet_searchable(

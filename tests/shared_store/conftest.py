@@ -41,7 +41,7 @@ from finops_audit.storage.sqlite import SQLiteAuditStore, create_private_file, f
 
 psycopg = pytest.importorskip("psycopg")
 
-HMAC_KEY = "shared-suite-key"
+HMAC_KEY = "shared-suite-key-0123456789abcdef-xyz"
 FLEET_CHAINER = Chainer(HMAC_KEY.encode())
 HISTORY_CHAINER = Chainer()
 REPLICA = "replica-a"

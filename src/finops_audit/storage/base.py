@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .._anchors import Anchor
 from .._chain import Chainer
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
@@ -84,8 +85,10 @@ class AuditReader(Protocol):
     async def time_buckets(self, query: LogQuery, seconds: int) -> list[TimeBucket]:
         """Calls and failures per ``seconds``-long bucket, oldest first."""
 
-    async def verify(self, chainer: Chainer) -> VerifyReport:
-        """Walk the hash chain; report the first row where it breaks."""
+    async def verify(
+        self, chainer: Chainer, anchors: Sequence[Anchor] = (), anchor_source: str = ""
+    ) -> VerifyReport:
+        """Walk the hash chain; report the first row where it breaks (or an anchor fails)."""
 
     async def purge(self, cutoff: datetime, chainer: Chainer) -> PurgeReport:
         """Delete the oldest rows that started before ``cutoff``, leaving a checkpoint."""

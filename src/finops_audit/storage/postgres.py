@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from .._anchors import Anchor
 from .._chain import Chainer
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..exceptions import AuditStorageError
@@ -235,8 +236,13 @@ class PostgresAuditStore:
 
     # ------------------------------------------------------------------ maintenance
 
-    async def verify(self, chainer: Chainer) -> VerifyReport:
-        """Check every replica's hash chain (see :func:`_pg_maintenance.verify`)."""
+    async def verify(
+        self, chainer: Chainer, anchors: Sequence[Anchor] = (), anchor_source: str = ""
+    ) -> VerifyReport:
+        """Check every replica's hash chain (see :func:`_pg_maintenance.verify`).
+
+        Anchor files are for SQLite trails; the service never passes them here.
+        """
         async with self._private("verify") as conn:
             return await maintenance.verify(conn, chainer)
 

@@ -19,6 +19,7 @@ Why these choices (figures from ``DESIGN.md`` and ``benchmarks/``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -32,6 +33,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from .._anchors import Anchor, AnchorLog
 from .._chain import GENESIS, Chainer
 from .._encoding import decode_parameters
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
@@ -40,6 +42,9 @@ from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 from . import _sqlite_analytics as analytics_sql
 from . import _sqlite_maintenance as maintenance_sql
+from . import _sqlite_meta as meta_sql
+from . import _sqlite_trail as trail_sql
+from ._value_match import sqlite_value_match
 from .base import CALLER_COLUMNS, LogQuery, Row
 
 __all__ = ["SCHEMA_VERSION", "SQLiteAuditStore", "format_timestamp"]
@@ -122,6 +127,12 @@ SELECT s.seq,
 FROM sqlite_sequence AS s WHERE s.name = 'audit_logs'
 """
 _COLUMNS = f"id, {_ROW_COLUMNS}, event_id"
+# One statement, so one snapshot: the last row, its hash and the row count.
+_ANCHOR_STATE = (
+    "SELECT (SELECT id FROM audit_logs ORDER BY id DESC LIMIT 1), "
+    "(SELECT row_hash FROM audit_logs ORDER BY id DESC LIMIT 1), "
+    "(SELECT COUNT(*) FROM audit_logs)"
+)
 # Rows without a caller (the common case outside MCP) bind six values, not
 # fifteen: binding a None costs about 0.75 µs in sqlite3, literal NULLs nothing.
 _NULLS = ", ".join("NULL" for _ in CALLER_COLUMNS)
@@ -166,10 +177,17 @@ class SQLiteAuditStore:
         busy_timeout: float = 5.0,
         chainer: Chainer | None = None,
         signer: Chainer | None = None,
+        read_only: bool = False,
+        anchors: AnchorLog | None = None,
     ) -> None:
         self.path = Path(path)
+        #: Open the file with ``mode=ro``: never create, migrate, switch to WAL or write.
+        self.read_only = read_only
+        self._tidy = False  # a read-only open made the WAL's -wal/-shm: remove them at close
         self.chainer = chainer
         self.signer = signer or chainer or Chainer()
+        #: Where the writer appends signed anchors of the trail's end (``_anchors``).
+        self.anchors = anchors
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._writer: aiosqlite.Connection | None = None
@@ -181,6 +199,8 @@ class SQLiteAuditStore:
         return str(self.path)
 
     async def _connect(self, *, write: bool) -> aiosqlite.Connection:
+        if not write:
+            return await self._connect_reader()
         conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
@@ -191,7 +211,20 @@ class SQLiteAuditStore:
             raise
         return conn
 
+    async def _connect_reader(self) -> aiosqlite.Connection:
+        """A reading connection, after checking the file is a trail this code reads."""
+        opener = trail_sql.open_trail_reader
+        if self.read_only:
+            opener = trail_sql.open_trail_readonly
+            self._tidy = self._tidy or not trail_sql.companions_exist(self.path)
+        connector = functools.partial(
+            opener, self.path, known=SCHEMA_VERSION, busy_ms=self._busy_ms
+        )
+        return await aiosqlite.Connection(connector, iter_chunk_size=64)
+
     async def open(self) -> None:
+        if self.read_only:
+            return  # the reader opens (and checks) on the first query
         if self._writer is not None:
             return
         try:
@@ -201,6 +234,9 @@ class SQLiteAuditStore:
             raise AuditStorageError(f"cannot open audit database {self.path}: {exc}") from exc
         try:
             await self._prepare(conn)
+        except AuditStorageError:
+            await conn.close()
+            raise
         except (OSError, sqlite3.Error) as exc:
             await conn.close()
             raise AuditStorageError(f"cannot prepare audit database {self.path}: {exc}") from exc
@@ -227,19 +263,25 @@ class SQLiteAuditStore:
         delay = 0.005
         while True:
             try:
+                await self._check_before_writing(conn)
                 mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
                 current = str(next(iter(mode))[0]).lower() if mode else "?"
                 if current != "wal":
                     logger.warning("audit database %s is not in WAL mode (%s)", self.path, current)
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
+                    prior = await meta_sql.prior_shape(conn)
                     for statement in _SCHEMA_STATEMENTS:
                         await conn.execute(statement)
-                    await _migrate(conn, self.signer)
+                    await _migrate(conn, self.signer, prior, self.path)
+                    scheme = await meta_sql.trail_scheme(conn)
                     await conn.commit()
                 except BaseException:
                     await conn.rollback()
                     raise
+                # the trail is extended under the key scheme its meta records
+                if self.chainer is not None:
+                    self.chainer = self.chainer.for_scheme(scheme)
                 return
             except sqlite3.OperationalError as exc:
                 text = str(exc).lower()
@@ -248,7 +290,24 @@ class SQLiteAuditStore:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.1)
 
+    async def _check_before_writing(self, conn: aiosqlite.Connection) -> None:
+        """Refuse, before the first write, a file this code must not write (reads only)."""
+        version = await conn.execute_fetchall("PRAGMA user_version")
+        rows = await conn.execute_fetchall(trail_sql.SHAPE_SQL)
+        trail_sql.check_trail(
+            self.path,
+            int(next(iter(version))[0]),
+            [(str(t), c) for t, c in rows],
+            known=SCHEMA_VERSION,
+            creating=True,
+        )
+
+    def _refuse_write(self) -> None:
+        if self.read_only:
+            raise AuditStorageError(f"audit database {self.path} is open read-only")
+
     async def write_batch(self, rows: Sequence[Row]) -> None:
+        self._refuse_write()
         # A connection to a file that was deleted or replaced would go on
         # "succeeding" into an unlinked inode: check (one stat) and reopen.
         if self._writer is not None and self._file_identity() != self._identity:
@@ -279,6 +338,8 @@ class SQLiteAuditStore:
                 if bare:
                     await conn.executemany(_INSERT_BARE_CHAINED, bare)
             await conn.commit()
+            if self.anchors is not None and self.anchors.committed():
+                await self._anchor(conn)
         except BaseException:
             # Start the retry from a fresh connection: a read-only or vanished
             # file, or a full disk, can leave this one unusable.
@@ -366,24 +427,48 @@ class SQLiteAuditStore:
             if bucket is not None
         ]
 
-    async def verify(self, chainer: Chainer) -> VerifyReport:
+    async def verify(
+        self, chainer: Chainer, anchors: Sequence[Anchor] = (), anchor_source: str = ""
+    ) -> VerifyReport:
         await self._fetch("SELECT 1", ())  # (re)open the reader on the current file
         assert self._reader is not None
-        return await maintenance_sql.verify(self._reader, chainer)
+        return await maintenance_sql.verify(self._reader, chainer, anchors, anchor_source)
 
     async def purge(self, cutoff: datetime, chainer: Chainer) -> PurgeReport:
+        self._refuse_write()
         return await maintenance_sql.purge(
             self.path, self._busy_ms, chainer, format_timestamp(cutoff)
         )
 
     async def backup(self, dest: Path) -> BackupReport:
-        return await asyncio.to_thread(maintenance_sql.backup, self.path, dest)
+        await self._fetch("SELECT 1", ())  # the source is a trail this code reads, or an error
+        return await asyncio.to_thread(
+            maintenance_sql.backup, self.path, dest, SCHEMA_VERSION, self._busy_ms
+        )
+
+    async def _anchor(self, conn: aiosqlite.Connection) -> None:
+        """Append an anchor of the trail's end, read in one snapshot (writer side only)."""
+        assert self.anchors is not None
+        try:
+            rows = list(await conn.execute_fetchall(_ANCHOR_STATE))
+        except sqlite3.Error as exc:
+            logger.warning("finops_audit could not read the trail's end for an anchor: %s", exc)
+            return
+        last_id, last_hash, count = rows[0]
+        if last_id is None or last_hash is None:
+            return  # nothing chained to anchor
+        await asyncio.to_thread(self.anchors.append, int(last_id), str(last_hash), int(count))
 
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
+        if self.anchors is not None and self.anchors.pending and self._writer is not None:
+            await self._anchor(self._writer)  # the trail's end at close
         await self._drop_writer()
+        if self._tidy:
+            self._tidy = False
+            await asyncio.to_thread(trail_sql.tidy_companions, self.path)
 
 
 _warned_paths: set[str] = set()
@@ -414,12 +499,16 @@ def _chain_tail(row: Any) -> tuple[int, str]:
     return int(seq), checkpoint_hash or GENESIS
 
 
-async def _migrate(conn: aiosqlite.Connection, signer: Chainer) -> None:
+async def _migrate(
+    conn: aiosqlite.Connection, signer: Chainer, prior: meta_sql.PriorShape, path: Path
+) -> None:
     """Upgrade older trails in place (the design note's schema is version 0).
 
     Rows written before the hash chain existed keep a NULL ``row_hash``; the
-    last such id is recorded once, signed, so ``verify`` accepts NULL hashes
-    up to it and nowhere else (nulling hashes cannot hide an edit).
+    last such id is recorded once, signed, when a trail without ``audit_meta``
+    is first upgraded (``_sqlite_meta``), so ``verify`` accepts NULL hashes up
+    to it and nowhere else (nulling hashes cannot hide an edit), and opening
+    a chained trail never re-creates nor re-signs it.
     """
     columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
     for column in ("row_hash", *CALLER_COLUMNS, "event_id"):
@@ -428,17 +517,13 @@ async def _migrate(conn: aiosqlite.Connection, signer: Chainer) -> None:
     if "event_id" not in columns:
         # rows of older versions get their fleet-wide identity once, here
         await conn.execute(f"UPDATE audit_logs SET event_id = {_EVENT_ID} WHERE event_id IS NULL")
-    known = await conn.execute_fetchall("SELECT 1 FROM audit_meta WHERE key = 'legacy_through'")
-    if not list(known):
-        rows = await conn.execute_fetchall(
-            "SELECT COALESCE((SELECT MIN(id) - 1 FROM audit_logs WHERE row_hash IS NOT NULL), "
-            "(SELECT MAX(id) FROM audit_logs), 0)"
-        )
-        through = int(next(iter(rows))[0])
-        await conn.execute(
-            "INSERT INTO audit_meta (key, value, signature) VALUES ('legacy_through', ?, ?)",
-            (str(through), signer.meta_signature("legacy_through", str(through))),
-        )
+    await meta_sql.write_first_meta(
+        conn,
+        signer,
+        meta_existed=prior.meta_existed,
+        had_row_hash=prior.had_row_hash,
+        path=path,
+    )
     version = await conn.execute_fetchall("PRAGMA user_version")
     if int(next(iter(version))[0]) < SCHEMA_VERSION:
         await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -478,11 +563,13 @@ def build_where(query: LogQuery) -> tuple[str, list[Any]]:
         where.append(f"{column} = ?")
         params.append(value)
     if query.parameter_value is not None:
-        needles = [json_text(query.parameter_value)]
+        # values only, never keys, at any depth (see _value_match)
+        needles = [query.parameter_value]
         if query.pseudonym is not None:
             needles.append(query.pseudonym)
-        where.append("(" + " OR ".join("parameters LIKE ? ESCAPE '\\'" for _ in needles) + ")")
-        params.extend(f"%{like_escape(n)}%" for n in needles)
+        matches = [sqlite_value_match(n) for n in needles]
+        where.append("(" + " OR ".join(sql for sql, _ in matches) + ")")
+        params.extend(p for _, ps in matches for p in ps)
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
