@@ -35,6 +35,8 @@ PIPE_TEXT_WIDTH = 200
 #: Below this many cells a free-text column moves under its row.
 MIN_TEXT_WIDTH = 16
 GAP = "  "
+#: Between columns when the identifying columns would not fit the terminal with ``GAP``.
+NARROW_GAP = " "
 INDENT = "    "
 
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -100,17 +102,20 @@ class Layout:
                     self._used[i] = True
                 self._widths[i] = max(self._widths[i], cell_len(text))
 
-    def _plan(self) -> tuple[list[int], bool]:
-        """The width of each shown column, and whether free text goes under the rows."""
+    def _plan(self) -> tuple[list[int], bool, str]:
+        """The width of each shown column, whether free text goes under the rows, the gap."""
         shown = self._shown()
         widths = list(self._widths)
         texts = [i for i in shown if self.columns[i].text]
         if self.width is None:
             for i in texts:
                 widths[i] = min(widths[i], PIPE_TEXT_WIDTH)
-            return widths, False
-        fixed = sum(widths[i] for i in shown if i not in texts) + len(GAP) * (len(shown) - 1)
-        room = self.width - fixed
+            return widths, False, GAP
+        fixed = sum(widths[i] for i in shown if i not in texts)
+        gap = GAP
+        if fixed + len(GAP) * (len(shown) - len(texts) - 1) > self.width:
+            gap = NARROW_GAP
+        room = self.width - fixed - len(gap) * (len(shown) - 1)
         # Share the room out: narrow columns get what they need, wide ones split the rest.
         pending = sorted(texts, key=lambda i: widths[i])
         while pending:
@@ -121,21 +126,21 @@ class Layout:
         stacked = any(
             widths[i] < min(MIN_TEXT_WIDTH, self._widths[i]) or widths[i] == 0 for i in texts
         )
-        return widths, stacked
+        return widths, stacked, gap
 
     def header(self) -> Text:
         """The header line (bold on a terminal)."""
-        widths, stacked = self._plan()
+        widths, stacked, gap = self._plan()
         cells: list[tuple[int, Cell]] = [
             (i, (self.columns[i].header, "bold"))
             for i in self._shown()
             if not (stacked and self.columns[i].text)
         ]
-        return self._join(cells, widths)
+        return self._join(cells, widths, gap)
 
     def lines(self, row: Sequence[Cell]) -> list[Text]:
         """The lines of one row: one, plus wrapped text or free text moved under it."""
-        widths, stacked = self._plan()
+        widths, stacked, gap = self._plan()
         cells: list[tuple[int, Cell]] = []
         below: list[Text] = []
         more: dict[int, list[str]] = {}
@@ -151,12 +156,12 @@ class Layout:
             elif column.text:
                 text = shorten(text, widths[i])
             cells.append((i, (text, style)))
-        out = [self._join(cells, widths)]
+        out = [self._join(cells, widths, gap)]
         for n in range(max(map(len, more.values()), default=0)):
-            rest = more.get
-            out.append(
-                self._join([(i, (_at(rest(i, []), n), _style(cell))) for i, cell in cells], widths)
-            )
+            cont: list[tuple[int, Cell]] = [
+                (i, (_at(more.get(i, []), n), _style(cell))) for i, cell in cells
+            ]
+            out.append(self._join(cont, widths, gap))
         return out + below
 
     def _shown(self) -> list[int]:
@@ -168,14 +173,14 @@ class Layout:
         value = shorten(text, max(room, MIN_TEXT_WIDTH))
         return Text.assemble(INDENT, (f"{header}: ", "dim"), (value, style), no_wrap=True)
 
-    def _join(self, cells: Sequence[tuple[int, Cell]], widths: Sequence[int]) -> Text:
+    def _join(self, cells: Sequence[tuple[int, Cell]], widths: Sequence[int], gap: str) -> Text:
         line = Text(no_wrap=True)
         for n, (i, cell) in enumerate(cells):
             text, style = _text(cell), _style(cell)
             pad = " " * max(0, widths[i] - cell_len(text))
             last = n == len(cells) - 1
             if n:
-                line.append(GAP)
+                line.append(gap)
             if self.columns[i].right:
                 line.append(pad)
                 line.append(text, style)

@@ -152,10 +152,10 @@ def test_tail_prints_the_last_n_oldest_first(db_path: Path, trail: list[AuditLog
     lines = text.splitlines()
     assert len(lines) == 2
     assert "check_tags" in lines[0]
-    assert "FAIL" in lines[0]
+    assert "FAILURE" in lines[0]
     assert "mars-1" in lines[0]
     assert "estimate_cost" in lines[1]
-    assert "OK" in lines[1]
+    assert "SUCCESS" in lines[1]
     assert (
         ids(ok("tail", "--db", str(db_path), "-n", "2", "--tool", "check_tags", "--json").stdout)
         == [e.id for e in trail if e.tool_name == "check_tags"][-2:]
