@@ -190,14 +190,26 @@ async def test_window_with_other_filters_and_paging(
     assert await store.count(query) == len(expected)
 
 
+def _fold(text: str) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in text)
+
+
+def _values(value: Any) -> list[str]:
+    """The texts ``parameter_value`` searches: strings and 64-bit integers, at any depth."""
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _values(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _values(item)]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return [str(value)]
+    return []
+
+
 def _needle_matches(entry: AuditLogEntry, needle: str) -> bool:
-    """SQLite's ``LIKE``: the JSON-escaped needle in the stored text, ASCII case ignored."""
-    inner = orjson.dumps(needle).decode()[1:-1]
-
-    def fold(text: str) -> str:
-        return "".join(c.lower() if c.isascii() else c for c in text)
-
-    return fold(inner) in fold(stored_text(entry))
+    """The promise: a value (never a key) contains the needle, ASCII case ignored."""
+    return any(_fold(needle) in _fold(text) for text in _values(entry.parameters))
 
 
 NEEDLES = [
@@ -212,10 +224,16 @@ NEEDLES = [
     "ZÜRICH",  # no case folding beyond ASCII, in either store
     "line1\nline2",
     "tab\there",
-    "region",  # a key name matches too: it is text in the parameters
+    "k\\s",  # a backslash in a value is literal, not LIKE's escape character
+    "\\",
+    'quoted" w',  # a quote inside a value
     "[REDACTED]",
     "not there at all",
+    "1",  # nested: only inside the tags object
 ]
+
+#: Keys (and key-like text) that are in the stored JSON but in no value.
+KEYS = ["region", "REGION", "tags", "account_id", "api_key", "amount", '"region":"', "gion"]
 
 
 @pytest.mark.parametrize("needle", NEEDLES, ids=repr)
@@ -225,9 +243,68 @@ async def test_parameter_value(
     expected = newest_first([e for e in fleet_entries if _needle_matches(e, needle)])
     got = await store.query(LogQuery(parameter_value=needle, limit=1000))
     assert plain(got) == expected
-    if needle in ("100%_off", "eu-west-3"):
+    if needle in ("100%_off", "eu-west-3", "k\\s", "1"):
         assert expected
-        assert all(needle in stored_text(e) for e in expected)
+        assert all(any(needle in v for v in _values(e.parameters)) for e in expected)
+
+
+@pytest.mark.parametrize("needle", KEYS, ids=repr)
+async def test_parameter_value_never_matches_keys(
+    store: AuditReader, fleet_entries: list[AuditLogEntry], needle: str
+) -> None:
+    holders = [e for e in fleet_entries if _fold(needle) in _fold(stored_text(e))]
+    assert holders  # the text is in the stored JSON, as a key (or part of one)
+    expected = newest_first([e for e in fleet_entries if _needle_matches(e, needle)])
+    got = await store.query(LogQuery(parameter_value=needle, limit=1000))
+    assert plain(got) == expected
+    if needle in ("tags", "account_id", "api_key", "amount", '"region":"', "gion"):
+        assert got == []
+    assert await store.count(LogQuery(parameter_value=needle)) == len(expected)
+
+
+async def test_parameter_value_finds_nested_values(
+    store: AuditReader, fleet_entries: list[AuditLogEntry]
+) -> None:
+    """``check_tags`` holds its notes inside ``tags``: a note is found there too."""
+    got = await store.query(LogQuery(parameter_value="100x_off", limit=1000))
+    tools = {e.tool_name for e in got}
+    assert "check_tags" in tools
+    assert all(
+        "100x_off" in str(e.parameters.get("tags", {})) for e in got if e.tool_name == "check_tags"
+    )
+    assert plain(got) == newest_first([e for e in fleet_entries if _needle_matches(e, "100x_off")])
+
+
+@pytest.mark.parametrize(
+    ("needle", "ids"),
+    [
+        ("12", lambda p: p.get("n") == 12),  # an integer, by its digits
+        ("1", lambda p: True),  # every chained row holds [1, ...]; legacy {"legacy": 1}
+        ("2.5", lambda p: False),  # fractions never match
+        ("1180591620717411303424", lambda p: False),  # beyond 64 bits: a float to SQLite
+        ("100000000000000000000", lambda p: False),  # 1e20 is a float
+        ("1e20", lambda p: False),
+        ("big", lambda p: False),  # keys
+        ("float", lambda p: False),
+        ("LAST", lambda p: p.get("z") == "last"),
+        ("true", lambda p: False),
+        ("null", lambda p: False),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, str) else "",
+)
+async def test_parameter_value_numbers(
+    history_store: AuditReader,
+    history_entries: list[AuditLogEntry],
+    needle: str,
+    ids: Callable[[dict[str, Any]], bool],
+) -> None:
+    expected = newest_first([e for e in history_entries if _needle_matches(e, needle)])
+    got = plain(await history_store.query(LogQuery(parameter_value=needle, limit=1000)))
+    assert got == expected
+    chained = [e for e in history_entries if "legacy" not in e.parameters]
+    assert [e for e in got if "legacy" not in e.parameters] == newest_first(
+        [e for e in chained if ids(e.parameters)]
+    )
 
 
 async def test_parameter_value_finds_pseudonyms_but_never_secrets(

@@ -8,9 +8,10 @@ it). Where the engines differ, the SQL here bends towards SQLite:
   wrote and the hash chain covers) and only fall back to the normalised
   ``jsonb`` text for unchained rows: ``jsonb`` reorders keys and prints
   ``1e20`` as ``100000000000000000000``, which would not read back the same.
-* ``parameter_value`` searches that same text with ``ILIKE`` under the ``"C"``
-  collation: SQLite's ``LIKE`` ignores the case of ASCII letters only, and so
-  does ``ILIKE`` under ``"C"``, whatever the database's locale.
+* ``parameter_value`` matches values, never keys (``_value_match``): that same
+  text prefilters with ``ILIKE`` under the ``"C"`` collation, then a walk of the
+  ``jsonb`` confirms a value holds it. SQLite's ``LIKE`` ignores the case of
+  ASCII letters only, and so does ``ILIKE`` under ``"C"``, whatever the locale.
 * Percentiles are nearest-rank picks over ``ROW_NUMBER()`` with NULL times
   sorted first and counted, computed in double precision, because that is what
   SQLite's ``tool_stats_sql`` does; ``percentile_disc`` skips NULLs and would
@@ -29,6 +30,7 @@ from typing import Any
 from ..models import AuditLogEntry, AuditStatus
 from . import sqlite
 from ._sqlite_analytics import GAP
+from ._value_match import pg_value_match
 from .base import CALLER_COLUMNS, LogQuery
 from .sqlite import format_timestamp
 
@@ -84,13 +86,13 @@ def build_where(query: LogQuery) -> tuple[str, list[Any]]:
         where.append(f"{_column(column)} = %s")
         params.append(value)
     if query.parameter_value is not None:
-        needles = [sqlite.json_text(query.parameter_value)]
+        # values only, never keys, at any depth, as SQLite matches them (see _value_match)
+        needles = [query.parameter_value]
         if query.pseudonym is not None:
             needles.append(query.pseudonym)
-        where.append(
-            "(" + " OR ".join(f"{_PARAMS_TEXT} ILIKE %s ESCAPE '\\'" for _ in needles) + ")"
-        )
-        params.extend(f"%{sqlite.like_escape(n)}%" for n in needles)
+        matches = [pg_value_match(n, _PARAMS_TEXT) for n in needles]
+        where.append("(" + " OR ".join(sql for sql, _ in matches) + ")")
+        params.extend(p for _, ps in matches for p in ps)
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
