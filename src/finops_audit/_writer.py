@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from . import _signals
 from ._encoding import RowFormatter, safe_dumps
+from ._forkgate import gate, never_finalize
 from ._mcp_context import Caller
 from ._salvage import format_rows
 from .config import AuditSettings
@@ -484,8 +485,9 @@ class AuditWriter:
 
     def _after_fork(self) -> None:
         # Called in a forked child: the writer thread and the store's
-        # connections belong to the parent. Start over, unstarted.
-        _orphans.append(self._store)
+        # connections belong to the parent. Start over, unstarted. The old
+        # store is never closed nor finalised (see _forkgate for why).
+        never_finalize(self._store)
         closed = self._closed
         self._init_runtime()
         self._closed = closed
@@ -575,7 +577,7 @@ class AuditWriter:
         self.start()
         loop = self._loop
         assert loop is not None
-        return asyncio.run_coroutine_threadsafe(make(self._store), loop)
+        return asyncio.run_coroutine_threadsafe(_gated(make(self._store)), loop)
 
     def stats(self) -> AuditStats:
         pending = sum(1 for e in list(self._queue) if type(e) is tuple) + self._inflight
@@ -617,7 +619,8 @@ class AuditWriter:
     async def _main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
             try:
-                await self._store.open()
+                async with gate.held():
+                    await self._store.open()
             except Exception as exc:
                 self._record_error(exc)
             finally:
@@ -634,7 +637,8 @@ class AuditWriter:
                 await self._drain()  # entries that raced with the stop
             finally:
                 try:
-                    await self._store.close()  # always: aiosqlite's thread blocks exit
+                    async with gate.held():
+                        await self._store.close()  # always: aiosqlite's thread blocks exit
                 except Exception:
                     logger.debug("closing the audit store", exc_info=True)
 
@@ -655,7 +659,8 @@ class AuditWriter:
             if self._retention is not None and time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + _RETENTION_INTERVAL
                 try:
-                    report = await self._retention(self._store)
+                    async with gate.held():
+                        report = await self._retention(self._store)
                     logger.info("finops_audit retention: %s", report)
                 except Exception as exc:
                     logger.warning("finops_audit retention purge failed: %r", exc)
@@ -841,7 +846,8 @@ class AuditWriter:
         sanitized = False
         while True:
             try:
-                await self._store.write_batch(rows)
+                async with gate.held():
+                    await self._store.write_batch(rows)
             except Exception as exc:
                 self._record_error(exc)
                 if _is_data_error(exc):
@@ -895,7 +901,8 @@ class AuditWriter:
     async def _write_one_by_one(self, rows: list[Row], count_written: bool) -> None:
         for row in rows:
             try:
-                await self._store.write_batch([row])
+                async with gate.held():
+                    await self._store.write_batch([row])
             except Exception as exc:
                 if not _is_data_error(exc):
                     await self._write([row], count_written=count_written)
@@ -917,6 +924,12 @@ class AuditWriter:
                 message,
             )
         self._last_error = message
+
+
+async def _gated(coro: Coroutine[Any, Any, T]) -> T:
+    """A store operation run on the writer's loop, kept apart from ``os.fork()``."""
+    async with gate.held():
+        return await coro
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -946,7 +959,6 @@ def _sanitize(row: Row) -> Row:
 
 _all_writers: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
 _running: set[AuditWriter] = set()
-_orphans: list[AuditStore] = []
 
 
 def _track(writer: AuditWriter) -> None:
