@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from finops_audit import AuditConfigError, AuditService, audit_tool_sync
+from finops_audit import AuditConfigError, AuditService, audit_context, audit_tool_sync
 
 from ._util import raw_bytes
 
@@ -369,3 +369,125 @@ def test_redaction_can_be_turned_off(db_path: Path, monkeypatch: pytest.MonkeyPa
     _, got, _ = _run(db_path, params)
     assert got == params
     assert _secret("off").encode() in raw_bytes(db_path)
+
+
+# --------------------------------------------------------------------------- issue 10, section 2
+
+
+def test_redaction_comes_before_the_size_cap(db_path: Path) -> None:
+    """Reproduced: the $truncated preview of a too-big call kept the password."""
+    with AuditService(db_path) as service:
+
+        @audit_tool_sync(service=service)
+        def login(password: str, payload: str) -> None:
+            return None
+
+        login(password="hunter2-horse", payload="y" * 70_000)
+        service.flush()
+        while_open = raw_bytes(db_path)
+        [entry] = service.get_logs()
+    assert entry.parameters["password"] == R
+    assert entry.parameters["payload"]["$truncated"] is True
+    assert entry.parameters["payload"]["preview"].startswith("yyy")
+    _absent(db_path, while_open + b"call_api", ["hunter2-horse", "hunter2"])
+
+
+def test_labels_and_caller_fields_are_redacted(db_path: Path) -> None:
+    """Reproduced: a label authorization="Bearer ..." and a JWT session id were stored as-is."""
+    with AuditService(db_path) as service:
+
+        @audit_tool_sync(service=service)
+        def call_api(region: str) -> None:
+            return None
+
+        with audit_context(
+            user="alice",
+            session_id=JWT,
+            auth_client_id=f"client {AWS_KEY_ID}",
+            authorization=f"Bearer {_secret('label')}",
+            db_password=_secret("labelpw"),
+            team="finops",
+        ):
+            call_api("eu-west-3")
+        service.flush()
+        while_open = raw_bytes(db_path)
+        [entry] = service.get_logs()
+    assert entry.user == "alice"
+    assert entry.session_id == R
+    assert entry.auth_client_id == f"client {R}"
+    assert entry.labels == {"authorization": R, "db_password": R, "team": "finops"}
+    _absent(
+        db_path, while_open, [_secret("label"), _secret("labelpw"), AWS_KEY_ID, *JWT.split(".")]
+    )
+
+
+def test_values_nested_in_a_sensitive_parameter_leave_the_error_message(db_path: Path) -> None:
+    """Reproduced: credentials={"password": ...} leaked through ``bad password ...``."""
+    password = _secret("nested")
+    token = _secret("deeptoken")
+    with AuditService(db_path) as service:
+
+        @audit_tool_sync(name="call_api", service=service)
+        def connect(credentials: dict[str, Any], options: dict[str, Any]) -> None:
+            raise PermissionError(
+                f"bad password {credentials['password']}, token {options['scm']['github_token']}"
+            )
+
+        with pytest.raises(PermissionError):
+            connect({"user": "bob", "password": password}, {"scm": {"github_token": token}})
+        service.flush()
+        while_open = raw_bytes(db_path)
+        [entry] = service.get_logs()
+    assert entry.parameters == {"credentials": R, "options": {"scm": {"github_token": R}}}
+    assert entry.error_message == f"PermissionError: bad password {R}, token {R}"
+    _absent(db_path, while_open, [password, token])
+
+
+def test_a_huge_value_keeps_its_neighbours_searchable(db_path: Path) -> None:
+    """Reproduced: a 10 MB blob next to region="eu-west-1" left only the marker."""
+    with AuditService(db_path) as service:
+
+        @audit_tool_sync(service=service)
+        def upload(blob: str, region: str) -> None:
+            return None
+
+        upload("b" * 10_000_000, region="eu-west-1")
+        [entry] = service.get_logs(parameter_value="eu-west-1")
+    assert entry.parameters["region"] == "eu-west-1"
+    assert entry.parameters["blob"]["$truncated"] is True
+    assert entry.parameters["blob"]["original_bytes"] == 10_000_000
+
+
+def test_error_messages_have_their_own_cap(db_path: Path) -> None:
+    """Reproduced: a 5,000,000-character error message was stored whole."""
+    with AuditService(db_path, max_error_bytes=1024) as service:
+
+        @audit_tool_sync(service=service)
+        def fail(region: str) -> None:
+            raise RuntimeError(f"{AWS_SECRET} " + "e" * 5_000_000)
+
+        with pytest.raises(RuntimeError):
+            fail("eu-west-3")
+        [entry] = service.get_logs()
+    message = entry.error_message or ""
+    assert len(message.encode()) <= 1024
+    assert message.startswith(f"RuntimeError: {R} eee")
+    assert message.endswith(f"… [truncated, {len('RuntimeError: ') + 41 + 5_000_000} bytes]")
+    assert AWS_SECRET.encode() not in raw_bytes(db_path)
+
+
+def test_the_error_cap_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIT_MAX_ERROR_BYTES", "10")
+    with pytest.raises(AuditConfigError, match="AUDIT_MAX_ERROR_BYTES"):
+        AuditService("x.db")
+    assert not Path("x.db").exists()
+
+
+def test_a_failing_custom_redactor_on_a_huge_call_stores_the_safe_marker(db_path: Path) -> None:
+    def broken(params: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("boom")
+
+    params = {"password": _secret("big"), "blob": "x" * 300_000, "region": "eu-west-3"}
+    _, got, while_open = _run(db_path, params, redactor=broken)
+    assert got == {"$redaction_failed": "ValueError"}
+    _absent(db_path, while_open, [_secret("big"), "eu-west-3"])

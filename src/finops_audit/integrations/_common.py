@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._encoding import describe_exception, safe_dumps, truncate_encoded
+from .._encoding import describe_exception, queue_bound, safe_dumps, truncate_encoded
 from .._mcp_context import Caller, make_capture
 from ..context import AuditContext, call_slot
 from ..exceptions import AuditQueueFullError
@@ -162,7 +162,8 @@ class CallRecorder:
             if exc is not None:
                 error = (describe or describe_exception)(exc)
             params = safe_dumps(arguments if arguments is not None else {})
-            max_bytes = service.settings.max_param_bytes
+            # Only the queue's memory bound here: the writer redacts, then caps.
+            max_bytes = queue_bound(service.settings.max_param_bytes)
             if len(params) > max_bytes:
                 params = truncate_encoded(params, max_bytes)
             status = SUCCESS if error is None else FAILURE
