@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._chain import MIN_KEY_BYTES
+from ._envcheck import warn_unknown_variables
 from .exceptions import AuditConfigError
 
 __all__ = ["ENV_PREFIX", "AuditSettings", "OverflowPolicy", "SynchronousMode", "load_settings"]
@@ -45,6 +46,9 @@ class AuditSettings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        # nan and inf are never a meaningful interval, timeout, rate or age
+        # (AUDIT_RETENTION_DAYS=inf made every hourly purge fail).
+        allow_inf_nan=False,
     )
 
     db_path: Path = Field(
@@ -118,6 +122,7 @@ class AuditSettings(BaseSettings):
     retention_days: float | None = Field(
         default=None,
         gt=0,
+        le=36_500,
         description="Entries older than this many days are purged by the writer, hourly.",
     )
     max_param_bytes: int = Field(
@@ -153,6 +158,7 @@ class AuditSettings(BaseSettings):
     forward_max_rate: float = Field(
         default=50_000,
         ge=0,
+        le=100_000_000,
         description="Rows per second a forwarder ships at most while draining a backlog "
         "(0: no limit), so a long outage's backlog does not starve the tools.",
     )
@@ -171,6 +177,7 @@ class AuditSettings(BaseSettings):
     buffer_retention_hours: float = Field(
         default=24.0,
         ge=0,
+        le=876_000,
         description="Hours forwarded rows stay in the local buffer (never unforwarded ones).",
     )
     otlp_endpoint: str | None = Field(
@@ -310,6 +317,14 @@ class AuditSettings(BaseSettings):
                 data = {**data, "batch_size": queue}
         return data
 
+    @field_validator("db_path", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        # Path("") is Path("."): an empty AUDIT_DB_PATH must not become the cwd.
+        if isinstance(value, (str, Path)) and str(value).strip() in ("", "."):
+            raise ValueError("must not be empty: name the SQLite file of the trail")
+        return value
+
     @field_validator("db_path")
     @classmethod
     def _a_file(cls, value: Path) -> Path:
@@ -358,6 +373,7 @@ def load_settings(**overrides: Any) -> AuditSettings:
     Raises :class:`AuditConfigError` naming the argument or ``AUDIT_*`` variable.
     """
     given = {k: v for k, v in overrides.items() if v is not None}
+    warn_unknown_variables(ENV_PREFIX, AuditSettings.model_fields)
     try:
         return AuditSettings(**given)
     except ValidationError as exc:
