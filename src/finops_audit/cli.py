@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ._atomic import atomic_path
 from ._cli_views import (
     ENTRY_COLUMNS,
     Screen,
@@ -536,13 +537,24 @@ def export(
             TimeElapsedColumn(),
             console=Console(stderr=True),
         )
-        fd = os.open(output, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as stream, progress:
-            task = progress.add_task("rows", total=total)
-            written = service.export(
-                stream, fmt, progress=lambda n: progress.advance(task, n), **filters
-            )
-    os.chmod(output, 0o600)
+        # Written to a private temporary file beside OUTPUT and renamed when
+        # complete: a failed or interrupted export leaves no partial file.
+        try:
+            with (
+                atomic_path(output, overwrite=True) as tmp,
+                open(tmp, "w", encoding="utf-8", newline="") as stream,
+                progress,
+            ):
+                task = progress.add_task("rows", total=total)
+                written = service.export(
+                    stream, fmt, progress=lambda n: progress.advance(task, n), **filters
+                )
+        except OSError as exc:
+            if isinstance(exc, AuditError):
+                raise
+            raise click.ClickException(
+                f"cannot write {output}: {exc.strerror or exc}; nothing was written"
+            ) from None
     click.echo(f"exported {written:,} entries to {output} ({fmt})", err=True)
 
 

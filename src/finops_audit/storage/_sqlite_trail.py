@@ -46,6 +46,7 @@ __all__ = [
     "newer_schema_error",
     "open_trail_reader",
     "open_trail_readonly",
+    "read_error",
     "readonly_uri",
     "shape_of",
     "tidy_companions",
@@ -205,7 +206,7 @@ def connect_readonly(path: Path, *, busy_ms: int = 5000) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         conn.close()
         if not _cannot_open(exc) or Path(f"{path}-wal").exists():
-            raise _read_error(path, exc) from exc
+            raise read_error(path, exc) from exc
     logger.debug("opening %s immutable: its WAL files cannot be created here", path)
     conn = sqlite3.connect(
         readonly_uri(path, immutable=True), uri=True, isolation_level=None, check_same_thread=False
@@ -214,11 +215,12 @@ def connect_readonly(path: Path, *, busy_ms: int = 5000) -> sqlite3.Connection:
         conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         conn.close()
-        raise _read_error(path, exc) from exc
+        raise read_error(path, exc) from exc
     return conn
 
 
-def _read_error(path: Path, exc: sqlite3.Error) -> AuditStorageError:
+def read_error(path: Path, exc: sqlite3.Error) -> AuditStorageError:
+    """The one line for a file SQLite cannot read (a non-SQLite file says so)."""
     if "not a database" in str(exc).lower():
         return AuditStorageError(f"{path} is not a finops_audit trail: not a SQLite database")
     return AuditStorageError(f"cannot read audit database {path}: {exc}")
@@ -230,7 +232,7 @@ def shape_of(conn: sqlite3.Connection, path: Path, *, known: int) -> TrailShape:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         rows = conn.execute(SHAPE_SQL).fetchall()
     except sqlite3.DatabaseError as exc:
-        raise _read_error(path, exc) from exc
+        raise read_error(path, exc) from exc
     return check_trail(path, version, rows, known=known, creating=False)
 
 

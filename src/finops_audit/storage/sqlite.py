@@ -19,7 +19,6 @@ Why these choices (figures from ``DESIGN.md`` and ``benchmarks/``):
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
@@ -217,10 +216,12 @@ class SQLiteAuditStore:
         if self.read_only:
             opener = trail_sql.open_trail_readonly
             self._tidy = self._tidy or not trail_sql.companions_exist(self.path)
-        connector = functools.partial(
+        # Opened and checked first, so aiosqlite's thread only ever gets a
+        # working connection (its failed-connect path races the loop's close).
+        conn = await asyncio.to_thread(
             opener, self.path, known=SCHEMA_VERSION, busy_ms=self._busy_ms
         )
-        return await aiosqlite.Connection(connector, iter_chunk_size=64)
+        return await aiosqlite.Connection(lambda: conn, iter_chunk_size=64)
 
     async def open(self) -> None:
         if self.read_only:
@@ -231,6 +232,8 @@ class SQLiteAuditStore:
             create_private_file(self.path)
             conn = await self._connect(write=True)
         except (OSError, sqlite3.Error) as exc:
+            if "not a database" in str(exc):
+                raise trail_sql.read_error(self.path, exc) from exc  # says: not SQLite
             raise AuditStorageError(f"cannot open audit database {self.path}: {exc}") from exc
         try:
             await self._prepare(conn)
