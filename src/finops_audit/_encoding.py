@@ -13,7 +13,7 @@ Two halves with different budgets:
   error message, caller fields, labels) and only then applies the size caps
   (:mod:`finops_audit._capping`): a preview is always made from the redacted
   form. The caller cuts only documents above :func:`queue_bound` (a memory
-  bound for the queue, four times the cap), and its cuts never end inside a
+  bound for the queue, four times the cap plus 8 KiB), and its cuts never end inside a
   token, so no half secret escapes the writer's patterns.
 """
 
@@ -194,12 +194,15 @@ def _nested_nonfinite(value: Any, depth: int) -> bool:
 
 
 def queue_bound(max_bytes: int) -> int:
-    """Largest parameters document a caller hands over whole: four times the stored cap.
+    """Largest parameters document a caller hands over whole: four times the stored cap
+    plus 8 KiB.
 
     Redaction must see the whole document before the cap cuts it, so the
-    caller does not apply the cap; it only bounds the queue's memory.
+    caller does not apply the cap; it only bounds the queue's memory. The
+    8 KiB leave room for the cut-off token a caller-side cut drops, so the
+    writer still has a preview to store.
     """
-    return 4 * max_bytes
+    return 4 * max_bytes + 8192
 
 
 def truncate_encoded(encoded: bytes, max_bytes: int) -> bytes:

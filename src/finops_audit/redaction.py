@@ -189,6 +189,7 @@ class Redactor:
         )
         # Caller fields repeat (one user, one session): decide each text once.
         self._field = lru_cache(maxsize=4096)(self._scrub_field)
+        self._short = 0 if extra_patterns else _SHORTEST_SECRET
 
     def _candidate(self, raw: bytes) -> bool:
         """Cheap, on bytes: could this hold anything to redact? (A false hit costs a walk.)"""
@@ -374,6 +375,8 @@ class Redactor:
         if caller is None or not self.enabled:
             return caller
         field = self._field
+        # No built-in pattern matches fewer characters (short request ids skip the cache).
+        n = self._short
         user, name, version, session, request, auth, trace, span, labels = caller
         if labels:
             try:
@@ -382,12 +385,12 @@ class Redactor:
             except Exception:
                 labels = {FAILED_KEY: REDACTED}
         return (
-            None if user is None else field(user),
-            None if name is None else field(name),
-            None if version is None else field(version),
-            None if session is None else field(session),
-            None if request is None else field(request),
-            None if auth is None else field(auth),
+            user if user is None or len(user) < n else field(user),
+            name if name is None or len(name) < n else field(name),
+            version if version is None or len(version) < n else field(version),
+            session if session is None or len(session) < n else field(session),
+            request if request is None or len(request) < n else field(request),
+            auth if auth is None or len(auth) < n else field(auth),
             trace,
             span,
             labels,
@@ -406,6 +409,8 @@ class Redactor:
         return out
 
 
+#: The shortest text a built-in value pattern matches ("Basic " and 8 characters).
+_SHORTEST_SECRET = 14
 #: Values shorter than this are not removed from error messages (too likely to
 #: be ordinary words or numbers of the message itself).
 _MIN_SECRET = 4
