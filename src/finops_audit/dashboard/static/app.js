@@ -293,7 +293,8 @@
     const ticks = Math.min(buckets.length, 6);
     for (let t = 0; t < ticks; t++) {
       const i = Math.floor((t * (buckets.length - 1)) / Math.max(ticks - 1, 1));
-      const label = utc(buckets[i].start).slice(bucketSeconds >= 86400 ? 0 : 5, bucketSeconds >= 86400 ? 10 : 16);
+      const text = utc(buckets[i].start);
+      const label = bucketSeconds >= 86400 ? text.slice(0, 10) : bucketSeconds >= 60 ? text.slice(5, 16) : text.slice(11, 19);
       shape("text", { x: pad.left + i * step + step / 2, y: height - 6, "text-anchor": "middle" }).textContent = label;
     }
     const tip = $("chart-tip");
@@ -340,8 +341,8 @@
       const tr = el("tr");
       tr.append(el("td", g.tool_name), Object.assign(el("td", g.error_message || "", "err"), { title: g.error_message || "" }),
         el("td", g.count.toLocaleString(), "num"),
-        Object.assign(el("td", utc(g.first_seen)), { title: local(g.first_seen) }),
-        Object.assign(el("td", utc(g.last_seen)), { title: local(g.last_seen) }));
+        Object.assign(el("td", utc(g.first_seen).slice(5, 19)), { title: local(g.first_seen) }),
+        Object.assign(el("td", utc(g.last_seen).slice(5, 19)), { title: local(g.last_seen) }));
       return tr;
     }));
   }
