@@ -65,6 +65,12 @@ class AuditService:
     Explicit arguments win over ``AUDIT_*`` environment variables; ``settings``
     replaces both. The writer starts on first use; ``close()`` (or ``with``)
     drains it. A service left open is drained when the interpreter exits.
+
+    ``read_only=True`` makes a reader (what ``finops-audit`` reading commands
+    use): the file is opened ``mode=ro`` on the first query and never created,
+    migrated, switched to WAL or written; no writer, retention, forwarding or
+    signal handler is started. A file that is not a trail this version reads
+    raises :class:`AuditStorageError` naming it, with its bytes unchanged.
     """
 
     def __init__(
@@ -273,9 +279,13 @@ class AuditService:
         (aware datetimes or ISO strings; naive ones are taken as UTC). Entries
         of calls that have already returned are always included: the call
         flushes first (read-your-writes). ``parameter_value`` finds entries
-        whose parameters contain that text, also where it is stored only as its
-        HMAC pseudonym (``AUDIT_HMAC_KEY``). ``user``, ``client_name``,
-        ``session_id`` and ``request_id`` match the caller columns exactly.
+        with a parameter *value* (never a key), at any depth, that contains the
+        text as a substring, ignoring the case of ASCII letters; ``%``, ``_``
+        and ``\\`` are literal. Strings and 64-bit integers (by their digits)
+        are searched; fractions, booleans and null are not. It also finds
+        values stored only as their HMAC pseudonym (``AUDIT_HMAC_KEY``).
+        ``user``, ``client_name``, ``session_id`` and ``request_id`` match the
+        caller columns exactly.
         """
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
         query = _with_caller(query, user, client_name, session_id, request_id)
