@@ -311,7 +311,7 @@ def _csv_row(e: AuditLogEntry) -> dict[str, Any]:
     "--value",
     "parameter_value",
     default=None,
-    help="Only entries whose parameters contain this value (or its HMAC pseudonym).",
+    help="Only entries with a parameter value (never a key) containing this text.",
 )
 @click.option("--user", default=None, help="Only calls made by this user (audit_context).")
 @click.option("--client", "client_name", default=None, help="Only calls from this MCP client.")
@@ -685,9 +685,6 @@ def forward(db_path: Path | None, timeout: float) -> None:
         )
 
 
-_DASHBOARD_MODULES = ("starlette", "uvicorn", "sse_starlette")
-
-
 @main.command()
 @_db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
@@ -715,13 +712,12 @@ def serve(
     With AUDIT_DB_URL it shows the fleet's central trail. Prints the URL to open,
     with its token, once.
     """
-    import importlib.util
-
-    if any(importlib.util.find_spec(m) is None for m in _DASHBOARD_MODULES):
+    try:
+        from .dashboard._serve import serve as run_dashboard
+    except ImportError:
         raise click.ClickException(
             "finops-audit serve needs the dashboard extra: pip install 'finops-audit[dashboard]'"
-        )
-    from .dashboard._serve import serve as run_dashboard
+        ) from None
 
     with _open_existing(db_path) as service:
         run_dashboard(

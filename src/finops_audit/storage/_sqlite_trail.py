@@ -219,7 +219,7 @@ def connect_readonly(path: Path, *, busy_ms: int = 5000) -> sqlite3.Connection:
     return conn
 
 
-def read_error(path: Path, exc: sqlite3.Error) -> AuditStorageError:
+def read_error(path: Path, exc: BaseException) -> AuditStorageError:
     """The one line for a file SQLite cannot read (a non-SQLite file says so)."""
     if "not a database" in str(exc).lower():
         return AuditStorageError(f"{path} is not a finops_audit trail: not a SQLite database")
