@@ -9,8 +9,12 @@ first request's ``?token=`` into the terminal's scrollback.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -77,7 +81,23 @@ def serve(
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again
+    # for the handler it found: ours ignores it, so the service closes and the
+    # command exits 0 (a stop asked for is not a crash).
+    previous = _quiet_stop_signals()
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _quiet_stop_signals() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    log.debug("dashboard stopped by signal %d", signum)
