@@ -217,7 +217,9 @@ def test_a_real_trail_lands_exactly_and_verifies_centrally(pg_url: str, tmp_path
     assert assert_chain(pg_url) == 31
     buffer_id, anchor_seq, anchor_hash, legacy, signature, fwd_seq, fwd_rows = replica_row(pg_url)
     assert (buffer_id, anchor_seq, anchor_hash, legacy) == (REPLICA.buffer_id, 0, GENESIS, 0)
-    assert signature == replica_signature(CHAINER, "replica-a", REPLICA.buffer_id, 0, GENESIS, 0)
+    assert signature == replica_signature(
+        CHAINER, "replica-a", REPLICA.buffer_id, 0, GENESIS, 0, row_scheme=2
+    )
     assert (fwd_seq, fwd_rows) == (31, 31)
 
 
@@ -226,11 +228,13 @@ def test_the_anchor_is_the_first_batch_sent(pg_url: str, sink: PostgresSink) -> 
     sink.send(REPLICA, rows[12:], rows[11].row_hash or GENESIS)  # 1..12 purged before
     _, anchor_seq, anchor_hash, _, signature, fwd_seq, fwd_rows = replica_row(pg_url)
     assert (anchor_seq, anchor_hash) == (12, rows[11].row_hash)
-    assert signature == replica_signature(CHAINER, "replica-a", "a" * 32, 12, anchor_hash, 0)
+    assert signature == replica_signature(
+        CHAINER, "replica-a", "a" * 32, 12, anchor_hash, 0, row_scheme=2
+    )
     assert (fwd_seq, fwd_rows) == (20, 8)
     assert assert_chain(pg_url) == 8
     keyed = Chainer(b"k" * 32)
-    assert replica_signature(keyed, "replica-a", "a" * 32, 12, anchor_hash, 0) != signature
+    assert replica_signature(keyed, "replica-a", "a" * 32, 12, anchor_hash, 0, 2) != signature
 
 
 # ---------------------------------------------------------------- schema and partitions

@@ -204,15 +204,18 @@ async def test_verify_finds_tampering(
     assert f"replica {replica!r}" in (report.problem or "")
 
 
-async def test_rows_deleted_from_the_end_are_not_a_break(
+async def test_rows_deleted_from_the_end_centrally_are_caught_by_the_delivery_anchor(
     pg_database: NewDatabase, fleet: Trail
 ) -> None:
     url = pg_database()
     load(fleet.path, url, fleet.chainer)
     execute(url, "DELETE FROM audit_logs WHERE id >= 45")
     report = await central_verify(url, fleet.chainer)
-    assert report.ok, report
+    assert not report.ok
     assert report.rows_checked == 44
+    assert f"replica {REPLICA!r}: its newest rows were deleted: seq 45..49" in (
+        report.problem or ""
+    )
 
 
 async def test_every_replica_is_verified(

@@ -368,7 +368,9 @@ class Forwarder:
                         self.path,
                         derived,
                     )
-                    self.replica = ReplicaInfo(derived, replica.buffer_id, replica.legacy_through)
+                    self.replica = ReplicaInfo(
+                        derived, replica.buffer_id, replica.legacy_through, replica.scheme
+                    )
                     continue
                 except Exception as exc:
                     self._fail(str(exc) or type(exc).__name__)
@@ -485,7 +487,8 @@ class Forwarder:
             conn.execute("ROLLBACK")
             raise
         legacy = int(meta.get("legacy_through", "0") or 0)
-        self.replica = ReplicaInfo(self._replica_id or default_id, buffer_id, legacy)
+        scheme = 2 if meta.get("scheme") == "2" else 1  # the rows' key scheme (_sqlite_meta)
+        self.replica = ReplicaInfo(self._replica_id or default_id, buffer_id, legacy, scheme)
         self._cursor = max(self._cursor, self._read_cursor(conn))
         self._refresh_head(conn)
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from .._chain import CURRENT_SCHEME
 from ..exceptions import AuditStorageError
 from ..storage.base import CALLER_COLUMNS
 
@@ -68,11 +69,14 @@ class ReplicaInfo:
     random per buffer file: a central store refuses a second buffer under a
     replica id it already knows. ``legacy_through`` is the last buffer id
     written before the chain existed (NULL hashes accepted up to it).
+    ``scheme`` is the key scheme the buffer's rows are hashed under
+    (:mod:`finops_audit._chain`): 1 for buffers made before scheme 2.
     """
 
     replica_id: str
     buffer_id: str
     legacy_through: int
+    scheme: int = CURRENT_SCHEME
 
 
 class ReplicaConflictError(AuditStorageError):

@@ -5,7 +5,8 @@ One ``send`` is one transaction, so a batch lands whole or not at all::
     binary COPY ──► temporary staging table       (outside the lock: the slow part)
     pg_advisory_xact_lock(ADVISORY_LOCK_KEY)      (ids are given, and become visible, in order)
     INSERT INTO audit_logs SELECT … ORDER BY seq ON CONFLICT DO NOTHING
-    upsert audit_replicas (anchor on first sight, progress) ; COMMIT
+    upsert audit_replicas (anchor on first sight, progress)
+    upsert audit_anchors (the newest delivered row, signed) ; COMMIT
 
 ``ON CONFLICT DO NOTHING`` on the key ``(event_id, timestamp)`` makes a batch
 sent again (after a crash or a timeout) insert nothing, and a half-overlapping
@@ -53,7 +54,7 @@ from ..storage._pg_schema import (
 from ._pg_rows import central_rows, stored_text
 from .base import BufferedRow, ReplicaConflictError, ReplicaInfo
 
-__all__ = ["PostgresSink", "mask_url", "replica_signature"]
+__all__ = ["PostgresSink", "central_anchor_signature", "mask_url", "replica_signature"]
 
 logger = logging.getLogger("finops_audit")
 
@@ -92,6 +93,15 @@ ON CONFLICT (replica_id) DO UPDATE SET
     last_seen = now()
 WHERE r.buffer_id = EXCLUDED.buffer_id
 RETURNING r.anchor_seq
+"""
+# Never moves back: a batch sent again (older rows) leaves the newer anchor.
+_ANCHOR_UPSERT = """
+INSERT INTO audit_anchors AS a (replica_id, last_seq, last_hash, created_at, signature)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (replica_id) DO UPDATE SET
+    last_seq = EXCLUDED.last_seq, last_hash = EXCLUDED.last_hash,
+    created_at = EXCLUDED.created_at, signature = EXCLUDED.signature
+WHERE a.last_seq < EXCLUDED.last_seq
 """
 
 
@@ -135,16 +145,29 @@ def replica_signature(
     anchor_seq: int,
     anchor_hash: str,
     legacy_through: int,
+    row_scheme: int | None = None,
 ) -> str:
     """Signature of a replica's registration, over the values as stored.
 
     Canonical form: ``chainer.meta_signature("replica", J)`` where ``J`` is the
     compact JSON (orjson) of ``[replica_id, buffer_id, anchor_seq, anchor_hash,
     legacy_through]``; with ``AUDIT_HMAC_KEY`` nobody without the key can move
-    a replica's anchor unnoticed.
+    a replica's anchor unnoticed. Registrations made since key scheme 2 also
+    sign the key scheme of the replica's rows (``row_scheme``), under scheme 2;
+    such a replica must have a delivery anchor (``audit_anchors``).
     """
-    canonical = orjson.dumps([replica_id, buffer_id, anchor_seq, anchor_hash, legacy_through])
-    return chainer.meta_signature("replica", canonical.decode("utf-8"))
+    fields: list[object] = [replica_id, buffer_id, anchor_seq, anchor_hash, legacy_through]
+    if row_scheme is not None:
+        fields.append(row_scheme)
+        chainer = chainer.for_scheme(2)
+    return chainer.meta_signature("replica", orjson.dumps(fields).decode("utf-8"))
+
+
+def central_anchor_signature(
+    chainer: Chainer, replica_id: str, last_seq: int, last_hash: str, created_at: str
+) -> str:
+    """Signature of a replica's delivery anchor in ``audit_anchors`` (the anchor subkey)."""
+    return chainer.anchor_signature(["central", replica_id, last_seq, last_hash, created_at])
 
 
 # ----------------------------------------------------------------- the sink
@@ -216,6 +239,7 @@ class PostgresSink:
                             anchor,
                             prev_hash,
                             replica.legacy_through,
+                            replica.scheme,
                         ),
                         rows[-1][0],
                         inserted,
@@ -223,6 +247,20 @@ class PostgresSink:
                 )
                 if cur.fetchone() is None:  # registered meanwhile by another buffer
                     raise self._conflict(replica_id)
+                last_seq, last_hash = int(rows[-1][0]), rows[-1][8] or ""
+                created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                cur.execute(
+                    _ANCHOR_UPSERT,
+                    (
+                        replica_id,
+                        last_seq,
+                        last_hash,
+                        created,
+                        central_anchor_signature(
+                            self._chainer, replica_id, last_seq, last_hash, created
+                        ),
+                    ),
+                )
         except (psycopg.Error, OSError) as exc:
             self.close()
             if isinstance(exc, AuditStorageError):  # ours (an OSError): already explained

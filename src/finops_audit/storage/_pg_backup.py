@@ -110,5 +110,5 @@ def _private_size(dest: Path) -> int:
 
 
 #: pg_dump table patterns: the trail with its partitions and id sequence, the
-#: replicas' anchors, the purge checkpoints.
-_DUMPED = ("audit_logs*", "audit_replicas", "audit_checkpoints*")
+#: replicas' registrations, the purge checkpoints, the delivery anchors.
+_DUMPED = ("audit_logs*", "audit_replicas", "audit_checkpoints*", "audit_anchors")

@@ -2,7 +2,10 @@
 
 * ``verify`` walks every replica's chain by ``(replica_id, seq)`` from its
   signed anchor or its latest signed purge checkpoint, inside one
-  ``REPEATABLE READ`` snapshot, streaming rows through a server-side cursor.
+  ``REPEATABLE READ`` snapshot, streaming rows through a server-side cursor,
+  under the key scheme its signed registration names; then it checks the
+  replica's signed delivery anchor (``audit_anchors``): the newest delivered
+  row must still be there, unchanged, unless a signed checkpoint purged it.
 * ``purge`` drops whole monthly partitions older than the cutoff (a catalog
   change, where ``DELETE`` plus ``VACUUM`` rewrites and logs every row), then
   deletes the rest of the boundary month in small transactions. Every step
@@ -27,7 +30,7 @@ from .._chain import GENESIS, Chainer
 from .._encoding import decode_parameters
 from ..exceptions import AuditStorageError
 from ..forwarding._pg_rows import CHAIN_COLUMNS, chain_fields, jsonb_input
-from ..forwarding.postgres import replica_signature
+from ..forwarding.postgres import central_anchor_signature, replica_signature
 from ..maintenance import PurgeReport, VerifyReport
 from .sqlite import format_timestamp
 
@@ -83,6 +86,14 @@ class _Replica:
 
 
 @dataclass
+class _Anchor:
+    last_seq: int
+    last_hash: str
+    created_at: str
+    signature: str
+
+
+@dataclass
 class _Checkpoint:
     through: int
     last_hash: str
@@ -98,6 +109,7 @@ class _Outcome:
     through: int | None = None
     bad_id: int | None = None
     problem: str | None = None
+    anchor_row: tuple[int, str] | None = None  # (central id, row hash) at the anchor's seq
 
 
 # ---------------------------------------------------------------------- verify
@@ -130,12 +142,33 @@ async def verify(conn: Connection, chainer: Chainer) -> VerifyReport:
                 "ORDER BY replica_id, through_seq DESC, id DESC",
             )
         }
+        # a central store no forwarder of this version has written to has no anchors yet
+        ((has_anchors,),) = await _all(conn, "SELECT to_regclass('audit_anchors') IS NOT NULL")
+        anchors = {
+            row[0]: _Anchor(*row[1:])
+            for row in (
+                await _all(
+                    conn,
+                    "SELECT replica_id, last_seq, last_hash, created_at, signature "
+                    "FROM audit_anchors ORDER BY replica_id",
+                )
+                if has_anchors
+                else []
+            )
+        }
         outcomes: list[tuple[str, _Outcome]] = []
         for replica in replicas:
             cp = checkpoints.get(replica.replica_id)
-            outcome = await _walk(conn, chainer, replica, cp)
+            anchor = anchors.get(replica.replica_id)
+            outcome = await _walk(conn, chainer, replica, cp, anchor)
             outcomes.append((replica.replica_id, outcome))
         known = {r.replica_id for r in replicas}
+        for replica_id in sorted(set(anchors) - known):
+            gone = _Outcome(
+                problem="has a delivery anchor but no registration: the replica's "
+                "registration (and its rows) were deleted"
+            )
+            outcomes.append((replica_id, gone))
         for (replica_id,) in await _all(conn, _PRESENT_REPLICAS):
             if replica_id not in known:
                 first = await _first_id(conn, replica_id)
@@ -179,34 +212,69 @@ def _report(outcomes: list[tuple[str, _Outcome]], keyed: bool) -> VerifyReport:
     )
 
 
-async def _walk(
-    conn: Connection,
-    chainer: Chainer,
-    replica: _Replica,
-    cp: _Checkpoint | None,
-) -> _Outcome:
-    out = _Outcome()
-    rid = replica.replica_id
-    expected_signature = replica_signature(
-        chainer,
-        rid,
+def _registered_scheme(chainer: Chainer, replica: _Replica) -> tuple[int, bool] | None:
+    """The key scheme of a replica's rows, and whether it must have a delivery anchor,
+    from whichever registration form its signature matches (None: none does)."""
+    fields = (
+        replica.replica_id,
         replica.buffer_id,
         replica.anchor_seq,
         replica.anchor_hash,
         replica.legacy_through,
     )
-    if expected_signature != replica.signature:
+    for row_scheme in (2, 1):  # registered since key scheme 2: the scheme is signed
+        if replica_signature(chainer, *fields, row_scheme=row_scheme) == replica.signature:
+            return row_scheme, True
+    if replica_signature(chainer.for_scheme(1), *fields) == replica.signature:
+        return 1, False  # registered by a version before anchors
+    return None
+
+
+async def _walk(
+    conn: Connection,
+    chainer: Chainer,
+    replica: _Replica,
+    cp: _Checkpoint | None,
+    anchor: _Anchor | None = None,
+) -> _Outcome:
+    out = _Outcome()
+    rid = replica.replica_id
+    registered = _registered_scheme(chainer, replica)
+    if registered is None:
         out.bad_id = await _first_id(conn, rid)
         out.problem = (
             "its registration (anchor) does not match its signature: the key is wrong "
             "(check AUDIT_HMAC_KEY) or the record was altered"
         )
         return out
+    row_scheme, anchored = registered
+    if (
+        anchor is not None
+        and central_anchor_signature(
+            chainer, rid, anchor.last_seq, anchor.last_hash, anchor.created_at
+        )
+        != anchor.signature
+    ):
+        out.bad_id = await _first_id(conn, rid)
+        out.problem = (
+            "its delivery anchor does not match its signature: the key is wrong "
+            "(check AUDIT_HMAC_KEY) or the anchor was altered"
+        )
+        return out
+    if anchor is None and anchored:
+        out.bad_id = await _first_id(conn, rid)
+        out.problem = "its delivery anchor is missing: it was deleted"
+        return out
+    signer = chainer
+    chainer = chainer.for_scheme(row_scheme)
     start, prev = replica.anchor_seq, replica.anchor_hash
     if cp is not None and cp.through >= start:
         created = format_timestamp(cp.created)
-        if chainer.checkpoint_signature(cp.through, cp.last_hash, cp.rows_purged, created) != (
-            cp.signature
+        signed = (cp.through, cp.last_hash, cp.rows_purged, created)
+        # checkpoints are signed by the purge's own (current) scheme, older ones by scheme 1
+        if cp.signature not in (
+            signer.checkpoint_signature(*signed),
+            signer.for_scheme(1).checkpoint_signature(*signed),
         ):
             out.bad_id = await _first_id(conn, rid)
             out.problem = (
@@ -267,9 +335,30 @@ async def _walk(
                     return out
                 chained = True
                 prev = row_hash
+            if anchor is not None and seq == anchor.last_seq:
+                out.anchor_row = (ident, row_hash or "")
             out.checked += 1
             expected += 1
+    if anchor is not None:
+        _check_anchor(out, anchor, expected - 1, cp.through if cp is not None else None)
     return out
+
+
+def _check_anchor(out: _Outcome, anchor: _Anchor, top: int, purged: int | None) -> None:
+    """The replica's newest delivered row must still be there, unchanged (or purged)."""
+    if purged is not None and anchor.last_seq <= purged:
+        return
+    if out.anchor_row is None:
+        out.problem = (
+            f"its newest rows were deleted: seq {top + 1}..{anchor.last_seq} (at least) "
+            f"are gone (delivery anchor of {anchor.created_at})"
+        )
+    elif out.anchor_row[1] != anchor.last_hash:
+        out.bad_id = out.anchor_row[0]
+        out.problem = (
+            f"row seq {anchor.last_seq} differs from its delivery anchor of "
+            f"{anchor.created_at}: the chain was rebuilt"
+        )
 
 
 def _same_parameters(text: str | None, jsonb_text: str) -> bool:

@@ -112,6 +112,18 @@ SCHEMA_STATEMENTS: tuple[str, ...] = (
     """,
     "CREATE INDEX IF NOT EXISTS idx_audit_checkpoints_replica "
     "ON audit_checkpoints (replica_id, through_seq)",
+    # The newest row each replica's forwarder delivered, signed with the anchor
+    # subkey in the transaction that delivered it: verify notices the newest
+    # rows of a replica deleted centrally (the chain alone cannot).
+    """
+    CREATE TABLE IF NOT EXISTS audit_anchors (
+        replica_id text PRIMARY KEY,
+        last_seq bigint NOT NULL,
+        last_hash text NOT NULL,
+        created_at text NOT NULL,
+        signature text NOT NULL
+    )
+    """,
 )
 
 #: Columns of ``audit_logs`` a forwarder fills, in COPY order.
