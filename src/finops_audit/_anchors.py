@@ -35,6 +35,7 @@ __all__ = [
     "Anchor",
     "AnchorFileError",
     "AnchorLog",
+    "anchor_line",
     "check_anchors",
     "read_anchors",
 ]
@@ -56,8 +57,12 @@ class Anchor:
     time: str
 
 
-class AnchorFileError(Exception):
-    """A line of an anchor file is unreadable or its signature does not match."""
+class AnchorFileError(ValueError):
+    """A line of an anchor file is unreadable or its signature does not match.
+
+    Never raised to users: ``verify`` turns it into a failed report naming the
+    file and the line.
+    """
 
 
 def _fields(db: str, last_id: int, last_hash: str, rows: int, stamp: str, scheme: int) -> list[Any]:

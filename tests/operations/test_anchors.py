@@ -324,3 +324,24 @@ def test_a_missing_anchor_file_is_a_usage_error(db_path: Path, tmp_path: Path) -
     )
     assert result.exit_code == 2
     assert "nope.jsonl" in result.output
+
+
+def test_a_trail_disguised_as_older_than_the_chain_is_caught_by_its_anchors(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # The file alone cannot tell this from a genuine old trail: the intruder
+    # drops the chain's traces, edits a row, and the next open upgrades it.
+    anchors = tmp_path / "anchors.jsonl"
+    record(db_path, anchors)
+    execute(
+        db_path,
+        "DROP TABLE audit_meta",
+        "ALTER TABLE audit_logs DROP COLUMN row_hash",
+        'UPDATE audit_logs SET parameters = \'{"to": "attacker"}\' WHERE id = 5',
+        "PRAGMA user_version = 1",
+    )
+    record(db_path, tmp_path / "elsewhere.jsonl", calls=1)  # a writer upgrades it
+    assert verify(db_path, None).ok  # "pre-chain" rows 1..10, then row 11
+    report = verify(db_path, anchors)
+    assert (report.ok, report.first_bad_id) == (False, 10)
+    assert "differs from its anchor" in (report.problem or "")
