@@ -38,7 +38,16 @@ from ._writer import AuditWriter
 from .config import AuditSettings
 from .exceptions import AuditConfigError
 
-__all__ = ["MUST_MATCH", "PER_HANDLE", "Trail", "acquire", "release", "trail_key", "trails_to"]
+__all__ = [
+    "MUST_MATCH",
+    "PER_HANDLE",
+    "Trail",
+    "acquire",
+    "release",
+    "trail_key",
+    "trails_to",
+    "writing",
+]
 
 logger = logging.getLogger("finops_audit")
 
@@ -119,6 +128,13 @@ def release(trail: Trail) -> bool:
         if _trails.get(trail.key) is trail:
             del _trails[trail.key]
         return True
+
+
+def writing(key: str) -> Trail | None:
+    """The open trail on the file ``key`` names, if a service of this process writes it."""
+    with _lock:
+        trail = _trails.get(key)
+    return trail if trail is not None and not trail.writer.closed else None
 
 
 def trails_to(settings: AuditSettings) -> list[Trail]:

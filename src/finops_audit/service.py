@@ -200,10 +200,14 @@ class AuditService:
 
         Only the central store's forwarder is waited for: an OTLP collector
         being down must not stop queries. Reading a central store, the other
-        trails of this process that forward to it are caught up too.
+        trails of this process that forward to it are caught up too. A
+        read-only service flushes the writer a service of this process keeps
+        open on its file.
         """
         self._check_open()
         self._writer.flush(timeout=self.settings.close_timeout)
+        if self._read_only:
+            _flush_writing(self._trail.key, self.settings.close_timeout)
         if self._central is None:
             return
         if self._writer.stats().accepted:
@@ -215,6 +219,8 @@ class AuditService:
     async def _acatch_up(self) -> None:
         self._check_open()
         await self._writer.aflush(timeout=self.settings.close_timeout)
+        if self._read_only:
+            await asyncio.to_thread(_flush_writing, self._trail.key, self.settings.close_timeout)
         if self._central is None:
             return
         if self._writer.stats().accepted:
@@ -770,6 +776,17 @@ class _Fleet:
         deadline = time.monotonic() + self._timeout
         for forwarder in self.forwarders:
             forwarder.close(max(deadline - time.monotonic(), 0.0))
+
+
+def _flush_writing(key: str, wait: float) -> None:
+    """A read-only service reads what a writer of this process accepted on its file."""
+    trail = _trails.writing(key)
+    if trail is None:
+        return
+    try:
+        trail.writer.flush(timeout=wait)
+    except AuditClosedError:
+        pass  # closed meanwhile: it drained
 
 
 def _catch_up_peer(peer: _trails.Trail, wait: float) -> None:

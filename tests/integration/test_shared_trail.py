@@ -429,3 +429,17 @@ def test_an_unclosed_shared_trail_is_drained_at_exit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert disk_count(db) == 200
+
+
+def test_a_read_only_service_reads_what_a_writer_of_the_process_accepted(db_path: Path) -> None:
+    with AuditService(db_path=db_path) as writer:
+        tool = _record(writer)
+        tool(0)
+        writer.flush()  # the file exists: a reader may open it
+        tool(1)
+        tool(2)
+        with AuditService(db_path=db_path, read_only=True) as reader:
+            assert reader._writer is not writer._writer  # its own mode=ro store
+            assert reader.count() == 3
+        tool(3)
+        assert writer.count() == 4  # the reader's close left the writer running
