@@ -9,13 +9,23 @@ writer batches. Everything else the page shows comes from the public calls.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from ..models import AuditLogEntry
 from ..service import AuditService, _with_caller
 from ..storage._value_match import value_matches
 from ..storage.base import LogQuery
 from ._filters import Filters
 
-__all__ = ["entries_after", "entry_by_id", "filtered_query", "latest_id", "matches"]
+__all__ = [
+    "entries_after",
+    "entry_by_id",
+    "filtered_query",
+    "latest_id",
+    "matches",
+    "rows_after",
+]
 
 
 def filtered_query(service: AuditService, filters: Filters, limit: int) -> LogQuery:
@@ -51,28 +61,37 @@ async def latest_id(service: AuditService) -> int:
     return newest[0].id if newest else 0
 
 
-def matches(entry: AuditLogEntry, filters: Filters, pseudonym: str | None) -> bool:
-    """Whether ``entry`` passes ``filters``: the stores' WHERE clause, applied to one entry.
+async def rows_after(service: AuditService, query: LogQuery, after_id: int) -> list[dict[str, Any]]:
+    """Like :func:`entries_after`, as JSON-ready dicts: no models on the streaming path."""
+    return await service._aask(lambda store: store.rows_after(query, after_id))
 
-    Used on the rows the shared poller already holds, so ten streams cost one query.
-    """
-    if filters.tool is not None and entry.tool_name != filters.tool:
+
+def _when(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):  # a central store's timestamptz
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def matches(row: dict[str, Any], filters: Filters, pseudonym: str | None) -> bool:
+    """Whether ``row`` (a :func:`rows_after` dict) passes ``filters``: the stores' WHERE
+    clause applied to one row, so that ten streams share one query."""
+    if filters.tool is not None and row["tool_name"] != filters.tool:
         return False
-    if filters.status is not None and entry.status is not filters.status:
+    if filters.status is not None and row["status"] != filters.status.value:
         return False
-    if filters.since is not None and entry.timestamp < filters.since:
+    if filters.since is not None and _when(row["timestamp"]) < filters.since:
         return False
-    if filters.until is not None and entry.timestamp > filters.until:
+    if filters.until is not None and _when(row["timestamp"]) > filters.until:
         return False
-    for wanted, value in (
-        (filters.user, entry.user),
-        (filters.client, entry.client_name),
-        (filters.session, entry.session_id),
+    for wanted, column in (
+        (filters.user, "user"),
+        (filters.client, "client_name"),
+        (filters.session, "session_id"),
     ):
-        if wanted is not None and value != wanted:
+        if wanted is not None and row.get(column) != wanted:
             return False
     if filters.param is not None:
         needles = [filters.param] + ([pseudonym] if pseudonym else [])
-        if not any(value_matches(entry.parameters, needle) for needle in needles):
+        if not any(value_matches(row["parameters"], needle) for needle in needles):
             return False
     return True

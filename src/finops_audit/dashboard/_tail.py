@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from sse_starlette import ServerSentEvent
@@ -25,9 +26,9 @@ from ..models import AuditLogEntry
 from ..service import AuditService
 from ..storage.base import LogQuery
 from ._filters import Filters
-from ._reader import entries_after, filtered_query, latest_id, matches
+from ._reader import filtered_query, latest_id, matches, rows_after
 
-__all__ = ["Batch", "Poller", "entry_json", "stream_events"]
+__all__ = ["Batch", "Poller", "entry_json", "frame", "stream_events"]
 
 #: Rows one poll (or one catch-up page) reads at most.
 PAGE = 500
@@ -37,11 +38,16 @@ BUFFERED_BATCHES = 64
 
 @dataclass(frozen=True)
 class Batch:
-    """Every committed entry with ``prev < id <= last``."""
+    """Every committed entry with ``prev < id <= last``, as rows and as SSE frames.
+
+    Each entry is encoded once here, whatever the number of streams; a stream
+    sends the frames of a batch that pass its filters as one write.
+    """
 
     prev: int
     last: int
-    entries: list[AuditLogEntry]
+    rows: list[dict[str, Any]]
+    frames: list[bytes]
 
 
 @dataclass(eq=False)
@@ -108,12 +114,12 @@ class Poller:
         everything = LogQuery(limit=PAGE)
         while self._subscribers:
             try:
-                page = await entries_after(self._service, everything, self.last)
+                page = await rows_after(self._service, everything, self.last)
             except Exception:
                 page = []  # a store hiccup: try again next tick, streams keep their place
             self.polls += 1
             if page:
-                batch = Batch(self.last, page[-1].id, page)
+                batch = Batch(self.last, page[-1]["id"], page, [frame(row) for row in page])
                 self.last = batch.last
                 for sub in list(self._subscribers):
                     try:
@@ -126,6 +132,11 @@ class Poller:
 
 def entry_json(entry: AuditLogEntry) -> str:
     return orjson.dumps(entry.model_dump(mode="json")).decode()
+
+
+def frame(row: dict[str, Any]) -> bytes:
+    """One entry as an SSE event: ``id`` is the entry's id, so ``Last-Event-ID`` resumes."""
+    return b"id: %d\r\nevent: entry\r\ndata: %s\r\n\r\n" % (row["id"], orjson.dumps(row))
 
 
 @dataclass
@@ -142,11 +153,12 @@ async def stream_events(
     filters: Filters,
     resume_from: int | None,
     heartbeat: float,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[ServerSentEvent | bytes]:
     """The events of one stream: every matching entry with ``id > resume_from`` then live ones.
 
     Without ``resume_from`` the stream starts at the newest committed entry.
     A ``heartbeat`` event (no id) goes out after ``heartbeat`` seconds of silence.
+    Entries are yielded as encoded frames, several per chunk.
     """
     query = filtered_query(service, filters, PAGE)
     sub, mark = await poller.subscribe()
@@ -163,8 +175,8 @@ async def stream_events(
             if cursor.covered < mark or (sub.overflowed and sub.queue.empty()):
                 # A gap this stream reads itself: a resume, or batches its full buffer refused.
                 sub.overflowed = False
-                async for entry in _catch_up(service, query, cursor, poller):
-                    yield _event(entry)
+                async for chunk in _catch_up(service, query, cursor, poller):
+                    yield chunk
                     quiet_since = time.monotonic()
                 mark = cursor.covered
             timeout = max(heartbeat - (time.monotonic() - quiet_since), 0.0)
@@ -179,37 +191,46 @@ async def stream_events(
                 continue
             if batch.prev > cursor.covered:
                 # Entries were missed before this batch (its buffer was full): read them first.
-                async for entry in _catch_up(service, query, cursor, poller):
-                    yield _event(entry)
+                async for chunk in _catch_up(service, query, cursor, poller):
+                    yield chunk
                     quiet_since = time.monotonic()
-            for entry in batch.entries:
-                if entry.id > cursor.sent and matches(entry, filters, query.pseudonym):
-                    cursor.sent = entry.id
-                    yield _event(entry)
-                    quiet_since = time.monotonic()
+            chunk = _select(batch, cursor, filters, query.pseudonym)
             cursor.covered = max(cursor.covered, batch.last)
             mark = cursor.covered
+            if chunk:
+                yield chunk
+                quiet_since = time.monotonic()
     finally:
         poller.unsubscribe(sub)
 
 
+def _select(batch: Batch, cursor: _Cursor, filters: Filters, pseudonym: str | None) -> bytes:
+    """The frames of ``batch`` this stream has not sent and its filters pass, as one chunk."""
+    picked = []
+    everything = filters == _NO_FILTERS
+    for row, encoded in zip(batch.rows, batch.frames, strict=True):
+        if row["id"] > cursor.sent and (everything or matches(row, filters, pseudonym)):
+            picked.append(encoded)
+            cursor.sent = row["id"]
+    return b"".join(picked)
+
+
+_NO_FILTERS = Filters()
+
+
 async def _catch_up(
     service: AuditService, query: LogQuery, cursor: _Cursor, poller: Poller
-) -> AsyncIterator[AuditLogEntry]:
-    """Matching entries above ``cursor.covered`` read from the store, in id order."""
+) -> AsyncIterator[bytes]:
+    """Matching entries above ``cursor.covered`` read from the store, a page per chunk."""
     mark = poller.last  # every row up to here was committed before the reads below
     while True:
-        page = await entries_after(service, query, max(cursor.covered, cursor.sent))
-        for entry in page:
-            if entry.id > cursor.sent:
-                cursor.sent = entry.id
-                yield entry
+        page = await rows_after(service, query, max(cursor.covered, cursor.sent))
+        fresh = [row for row in page if row["id"] > cursor.sent]
+        if fresh:
+            cursor.sent = fresh[-1]["id"]
+            yield b"".join(frame(row) for row in fresh)
         if page:
-            cursor.covered = max(cursor.covered, page[-1].id)
+            cursor.covered = max(cursor.covered, page[-1]["id"])
         if len(page) < query.limit:
             cursor.covered = max(cursor.covered, mark)
             return
-
-
-def _event(entry: AuditLogEntry) -> ServerSentEvent:
-    return ServerSentEvent(entry_json(entry), id=str(entry.id), event="entry")
