@@ -146,7 +146,7 @@ class AuditService:
             read_only=self._read_only,
             anchors=(
                 AnchorLog(
-                    settings.anchor_path,
+                    settings.anchor_path.absolute(),  # a later chdir must not move it
                     self._verifier,
                     str(settings.db_path),
                     settings.anchor_interval,
