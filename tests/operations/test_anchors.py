@@ -345,3 +345,23 @@ def test_a_trail_disguised_as_older_than_the_chain_is_caught_by_its_anchors(
     report = verify(db_path, anchors)
     assert (report.ok, report.first_bad_id) == (False, 10)
     assert "differs from its anchor" in (report.problem or "")
+
+
+def test_check_anchors_counts_rows_and_purged_ones() -> None:
+    # The count is implied by a contiguous, verified walk; checked anyway, so a
+    # walk that ever miscounted would not pass unnoticed.
+    from finops_audit._anchors import Anchor, check_anchors
+
+    anchor = Anchor(line=3, last_id=8, last_hash="h8", rows=8, time="t")
+    assert check_anchors([anchor], "f", {8: "h8"}, 1, 10, None, None) is None
+    assert check_anchors([anchor], "f", {8: "h8"}, 5, 10, 4, "h4") is None  # 1..4 purged
+    short = check_anchors([anchor], "f", {8: "h8"}, 3, 10, None, None)
+    assert short is not None
+    assert short[0] == 8
+    assert "holds 6 rows through id 8" in short[1]
+    assert "counted 8" in short[1]
+    assert "f line 3" in short[1]
+    purged = check_anchors([anchor], "f", {}, None, None, 8, "other")
+    assert purged is not None
+    assert "purge checkpoint at row 8 contradicts" in purged[1]
+    assert check_anchors([anchor], "f", {}, None, None, 9, "h9") is None
