@@ -239,7 +239,7 @@ class PostgresAuditStore:
     async def verify(
         self, chainer: Chainer, anchors: Sequence[Anchor] = (), anchor_source: str = ""
     ) -> VerifyReport:
-        """Check every replica's hash chain (see :func:`_pg_maintenance.verify`).
+        """Check every replica's hash chain (see :func:`_pg_verify.verify`).
 
         Anchor files are for SQLite trails; the service never passes them here.
         """
