@@ -350,12 +350,12 @@ class AuditSettings(BaseSettings):
     # header, typically) keep their names and lose their values.
     @field_serializer("otlp_headers")
     def _masked_headers(self, headers: dict[str, str]) -> dict[str, str]:
-        return {name: MASK for name in headers}
+        return dict.fromkeys(headers, MASK)
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             if name == "otlp_headers" and isinstance(value, dict):
-                yield name, {key: MASK for key in value}
+                yield name, dict.fromkeys(value, MASK)
             else:
                 yield name, value
 
