@@ -37,6 +37,8 @@ from typing import Any
 
 import orjson
 
+from ._envelope import chain_view
+
 __all__ = [
     "CURRENT_SCHEME",
     "GENESIS",
@@ -120,8 +122,12 @@ class Chainer:
         return hmac.new(self._chain_key, data, hashlib.sha256).hexdigest()
 
     def row_hash(self, row_id: int, row: Sequence[Any], prev_hash: str) -> str:
-        """Hash of one stored row: ``row`` is (timestamp, tool, params, status, error, ms, ...)."""
-        return self.digest(orjson.dumps([row_id, *row, prev_hash]))
+        """Hash of one stored row: ``row`` is (timestamp, tool, params, status, error, ms, ...).
+
+        Encrypted values count without their key id and wrapped data key
+        (:func:`~finops_audit._envelope.chain_view`), which key rotation rewrites.
+        """
+        return self.digest(orjson.dumps([row_id, *chain_view(row), prev_hash]))
 
     def link(
         self, first_id: int, prev_hash: str, rows: Sequence[Sequence[Any]]
@@ -131,8 +137,9 @@ class Chainer:
         row_id = first_id
         dumps = orjson.dumps
         digest = self.digest
+        view = chain_view
         for row in rows:
-            prev_hash = digest(dumps([row_id, *row, prev_hash]))
+            prev_hash = digest(dumps([row_id, *view(row), prev_hash]))
             out.append((row_id, *row, prev_hash))
             row_id += 1
         return out, prev_hash

@@ -33,6 +33,7 @@ import orjson
 from ._capping import TRUNCATED_KEY, cap_text, loads, shrink
 
 if TYPE_CHECKING:
+    from ._fieldcrypt import FieldCipher
     from .redaction import Redactor
 
 __all__ = [
@@ -327,6 +328,7 @@ class RowFormatter:
     """
 
     __slots__ = (
+        "_cipher",
         "_error_chars",
         "_max_error_bytes",
         "_max_param_bytes",
@@ -336,8 +338,14 @@ class RowFormatter:
     )
 
     def __init__(
-        self, max_param_bytes: int, redactor: Redactor | None = None, max_error_bytes: int = 8192
+        self,
+        max_param_bytes: int,
+        redactor: Redactor | None = None,
+        max_error_bytes: int = 8192,
+        cipher: FieldCipher | None = None,
     ) -> None:
+        #: Field encryption (``_fieldcrypt``), last: after redaction, pseudonyms and caps.
+        self._cipher = cipher
         self._max_param_bytes = max_param_bytes
         self._max_error_bytes = max_error_bytes
         # At most 4 UTF-8 bytes a character: shorter texts need no measuring.
@@ -382,6 +390,7 @@ class RowFormatter:
         params = self.parameters
         cap_error = self.error
         redactor = self._redactor
+        raws = [e[3] for e in entries] if self._cipher is not None else ()
         if redactor is not None:
             cleaned = redactor.entries([(e[3], e[5]) for e in entries])
             callers = redactor.callers([e[6] for e in entries])
@@ -398,6 +407,9 @@ class RowFormatter:
                 labels = caller[8]
                 text = orjson.dumps(labels).decode() if labels else None
                 rows.append(row + caller[:8] + (text,))
+        if self._cipher is not None:
+            # rows gain a 16th column, the event id the encryption is bound to
+            return self._cipher.rows(rows, raws)
         return rows
 
 

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from . import _signals
 from ._encoding import RowFormatter, safe_dumps
+from ._fieldcrypt import build_cipher
 from ._forkgate import gate, never_finalize
 from ._mcp_context import Caller
 from ._salvage import format_rows
@@ -165,7 +166,10 @@ class AuditWriter:
         self._room = threading.Event()
         self._store: AuditStore = self._store_factory()
         self._formatter = RowFormatter(
-            self._settings.max_param_bytes, self._redactor, self._settings.max_error_bytes
+            self._settings.max_param_bytes,
+            self._redactor,
+            self._settings.max_error_bytes,
+            build_cipher(self._settings, self._redactor),
         )
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

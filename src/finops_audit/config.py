@@ -9,6 +9,7 @@ server's environment fails at start-up, not at the thousandth call.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._chain import MIN_KEY_BYTES
 from ._envcheck import warn_unknown_variables
+from ._keyring import parse_keyring, read_keyring_file
 from .exceptions import AuditConfigError
 
 __all__ = ["ENV_PREFIX", "AuditSettings", "OverflowPolicy", "SynchronousMode", "load_settings"]
@@ -207,8 +209,30 @@ class AuditSettings(BaseSettings):
         le=86_400,
         description="Seconds of activity between two anchors (one more at close).",
     )
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Keyring of key_id:base64key pairs (comma-separated; 256-bit keys); the "
+        "first encrypts, the others only decrypt. Needs finops-audit[crypto].",
+    )
+    encryption_keys_file: Path | None = Field(
+        default=None,
+        description="File holding the keyring (same format, one pair a line allowed); it "
+        "must be mode 0600.",
+    )
+    encrypt_fields: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="What a keyring encrypts: parameter names (matched by their words, like "
+        "redaction), '*' for every parameter value, 'error_message'. Empty: all of them.",
+    )
+    otlp_encrypted_fields: Literal["ciphertext", "omit"] = Field(
+        default="ciphertext",
+        description="What OTLP export sends for an encrypted field: its ciphertext envelope, "
+        "or nothing (omit).",
+    )
 
-    @field_validator("redact_keys", "redact_patterns", "hmac_fields", mode="before")
+    @field_validator(
+        "redact_keys", "redact_patterns", "hmac_fields", "encrypt_fields", mode="before"
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -243,6 +267,26 @@ class AuditSettings(BaseSettings):
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`, or unset it "
                 "for no key"
             )
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _a_keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parse_keyring(value.get_secret_value())  # raises naming what is wrong, never a key
+        _crypto_installed()
+        return value
+
+    @field_validator("encryption_keys_file")
+    @classmethod
+    def _a_keyring_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if info.data.get("encryption_keys") is not None:
+            raise ValueError("set AUDIT_ENCRYPTION_KEYS or AUDIT_ENCRYPTION_KEYS_FILE, not both")
+        read_keyring_file(value)
+        _crypto_installed()
         return value
 
     @field_validator("anchor_path")
@@ -360,11 +404,19 @@ class AuditSettings(BaseSettings):
                 yield name, value
 
 
+def _crypto_installed() -> None:
+    if importlib.util.find_spec("cryptography") is None:
+        raise ValueError(
+            "a keyring needs the crypto extra (AES-256-GCM from the cryptography package): "
+            "pip install 'finops-audit[crypto]'"
+        )
+
+
 #: What a secret setting's value shows as (pydantic's SecretStr mask).
 MASK = "**********"
 
 #: Settings whose values never appear in an error message.
-_SECRET_FIELDS = frozenset({"hmac_key", "db_url", "otlp_headers"})
+_SECRET_FIELDS = frozenset({"hmac_key", "db_url", "otlp_headers", "encryption_keys"})
 
 
 def load_settings(**overrides: Any) -> AuditSettings:

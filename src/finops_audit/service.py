@@ -23,14 +23,16 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import orjson
 
 from . import _trails
 from ._anchors import Anchor, AnchorFileError, AnchorLog, read_anchors
 from ._chain import Chainer
+from ._decrypting import DecryptingReader, open_row, verify_sealed
 from ._durations import parse_duration
+from ._fieldcrypt import FieldOpener, keyring_from_settings
 from ._writer import AuditStats, AuditWriter, WriterHooks
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
@@ -105,6 +107,8 @@ class AuditService:
             custom=redactor,
         )
         self._closed = False
+        # Encrypted fields: plaintext with the keyring, markers without (_decrypting).
+        self._opener = FieldOpener(keyring_from_settings(settings))
         self._central = build_central_store(settings, self._verifier)
         # One writer per file in the process: this service is a handle on it
         # (see _trails); the first handle's settings build it.
@@ -231,6 +235,7 @@ class AuditService:
 
     def _ask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
         """Run ``ask`` on the store queries read: the central one if configured."""
+        ask = self._opening(ask)
         if self._central is not None and self._central_loop is not None:
             if self.closed:
                 raise AuditClosedError("this audit service is closed; create a new AuditService")
@@ -241,7 +246,19 @@ class AuditService:
         self._check_open()
         return self._writer.run(ask)
 
+    def _opening(
+        self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]
+    ) -> Callable[[AuditReader], Coroutine[Any, Any, T]]:
+        """``ask`` over a view of the store whose entries have encrypted fields opened."""
+        opener = self._opener
+
+        def opened(store: AuditReader) -> Coroutine[Any, Any, T]:
+            return ask(cast(AuditReader, DecryptingReader(store, opener)))
+
+        return opened
+
     async def _aask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
+        ask = self._opening(ask)
         if self._central is not None and self._central_loop is not None:
             if self.closed:
                 raise AuditClosedError("this audit service is closed; create a new AuditService")
@@ -378,15 +395,23 @@ class AuditService:
         until: datetime | str | None = None,
         progress: Callable[[int], None] | None = None,
         page_size: int = 5000,
+        decrypt: bool = False,
     ) -> int:
         """Write matching entries, oldest first, to ``stream`` as JSON lines or CSV.
 
         Streams keyset pages of plain rows (no models), so memory stays bounded
         whatever the size of the trail. Returns how many entries were written;
-        ``progress(n)`` is called after each page.
+        ``progress(n)`` is called after each page. Encrypted fields are written
+        as stored (ciphertext envelopes) unless ``decrypt=True``, which needs
+        the keyring (``AUDIT_ENCRYPTION_KEYS``/``AUDIT_ENCRYPTION_KEYS_FILE``).
         """
         if fmt not in ("jsonl", "csv"):
             raise AuditConfigError(f"format {fmt!r} is not one of: jsonl, csv")
+        if decrypt and self._opener.keyring is None:
+            raise AuditConfigError(
+                "export --decrypt needs the keyring: set AUDIT_ENCRYPTION_KEYS or "
+                "AUDIT_ENCRYPTION_KEYS_FILE (a plain export keeps the ciphertext)"
+            )
         query = make_query(tool_name, status, since, until, page_size, 0)
         self._catch_up()
         writer = None
@@ -398,6 +423,8 @@ class AuditService:
         after = written = 0
         while True:
             page = self._ask(lambda store, a=after: store.rows_after(query, a))  # type: ignore[misc]
+            if decrypt:
+                page = [open_row(self._opener, row) for row in page]
             if writer is not None:
                 for row in page:
                     row["parameters"] = orjson.dumps(row["parameters"]).decode()
@@ -531,13 +558,15 @@ class AuditService:
         found = self._anchors(anchors)
         if isinstance(found, VerifyReport):
             return found
-        return self._read(lambda store: store.verify(self._verifier, *found))
+        return self._read(lambda store: verify_sealed(store, self._verifier, found, self._opener))
 
     async def averify(self, anchors: str | os.PathLike[str] | None = None) -> VerifyReport:
         found = await asyncio.to_thread(self._anchors, anchors)
         if isinstance(found, VerifyReport):
             return found
-        return await self._aread(lambda store: store.verify(self._verifier, *found))
+        return await self._aread(
+            lambda store: verify_sealed(store, self._verifier, found, self._opener)
+        )
 
     def _anchors(
         self, path: str | os.PathLike[str] | None

@@ -144,6 +144,15 @@ _INSERT_BARE_CHAINED = (
     f"VALUES (?, ?, ?, ?, ?, ?, ?, {_NULLS}, ?, {_EVENT_ID})"
 )
 _NO_CALLER = (None,) * len(CALLER_COLUMNS)
+#: Columns of a row the writer hands over; a 16th, when present, is its event id.
+_ROW_WIDTH = 6 + len(CALLER_COLUMNS)
+_INSERT_WITH_ID = (
+    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) VALUES ({', '.join('?' * 16)})"
+)
+_INSERT_CHAINED_WITH_ID = (
+    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
+    f"VALUES ({', '.join('?' * 18)})"
+)
 
 
 def format_timestamp(value: datetime) -> str:
@@ -322,7 +331,10 @@ class SQLiteAuditStore:
         assert conn is not None
         try:
             await conn.execute("BEGIN IMMEDIATE")
-            if self.chainer is None:
+            if rows and any(len(r) > _ROW_WIDTH for r in rows):
+                # the writer chose the event ids (field encryption is bound to them)
+                await self._insert_with_ids(conn, rows)
+            elif self.chainer is None:
                 # consecutive runs keep ids in submission order
                 for is_bare, run in itertools.groupby(rows, key=lambda r: r[6:] == _NO_CALLER):
                     if is_bare:
@@ -348,6 +360,20 @@ class SQLiteAuditStore:
             # file, or a full disk, can leave this one unusable.
             await self._drop_writer(rollback=True)
             raise
+
+    async def _insert_with_ids(self, conn: aiosqlite.Connection, rows: Sequence[Row]) -> None:
+        """Insert rows whose 16th value is their event id (chained over the first 15)."""
+        full = [r if len(r) > _ROW_WIDTH else (*r, os.urandom(16).hex()) for r in rows]
+        if self.chainer is None:
+            await conn.executemany(_INSERT_WITH_ID, [r[: _ROW_WIDTH + 1] for r in full])
+            return
+        tail = await conn.execute_fetchall(_CHAIN_TAIL)
+        last_id, prev = _chain_tail(next(iter(tail), None))
+        linked, _ = self.chainer.link(last_id + 1, prev, [r[:_ROW_WIDTH] for r in full])
+        await conn.executemany(
+            _INSERT_CHAINED_WITH_ID,
+            [(*link, r[_ROW_WIDTH]) for link, r in zip(linked, full, strict=True)],
+        )
 
     async def _drop_writer(self, *, rollback: bool = False) -> None:
         conn, self._writer = self._writer, None
