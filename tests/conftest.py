@@ -10,6 +10,7 @@ import pytest
 
 import finops_audit
 from finops_audit import AuditService
+from tests._skip_hints import pytest_terminal_summary  # noqa: F401  (a hook: one line per skip cause)
 
 
 @pytest.fixture(autouse=True)
