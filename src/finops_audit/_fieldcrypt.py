@@ -318,14 +318,14 @@ class FieldOpener:
             logger.warning(
                 "finops_audit: entries hold values encrypted with key id %r and no keyring is "
                 "set (AUDIT_ENCRYPTION_KEYS or AUDIT_ENCRYPTION_KEYS_FILE); they read as "
-                '{"$encrypted": true, "kid": %r}',
+                '{"$encrypted": true, "kid": "%s"}',
                 kid,
                 kid,
             )
         else:
             logger.warning(
                 "finops_audit cannot decrypt values encrypted with key id %r: %s; they read as "
-                '{"$encrypted": true, "kid": %r, "error": ...}',
+                '{"$encrypted": true, "kid": "%s", "error": ...}',
                 kid,
                 problem,
                 kid,

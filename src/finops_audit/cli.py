@@ -511,6 +511,12 @@ def stats(
     default=None,
     help="Default: from the file name (.csv), else jsonl.",
 )
+@click.option(
+    "--decrypt",
+    is_flag=True,
+    help="Write encrypted fields as plaintext (needs AUDIT_ENCRYPTION_KEYS); "
+    "without it they stay ciphertext.",
+)
 @_user_errors
 def export(
     db_path: Path | None,
@@ -520,6 +526,7 @@ def export(
     until: str | None,
     output: Path,
     fmt: str | None,
+    decrypt: bool,
 ) -> None:
     """Export entries oldest first to JSONL or CSV (OUTPUT '-' is stdout), in bounded memory."""
     fmt = fmt or ("csv" if output.suffix.lower() == ".csv" else "jsonl")
@@ -528,7 +535,7 @@ def export(
     with _open_existing(db_path) as service:
         total = service.count(**filters)
         if to_stdout:
-            written = service.export(sys.stdout, fmt, **filters)
+            written = service.export(sys.stdout, fmt, decrypt=decrypt, **filters)
             return
         progress = Progress(
             TextColumn("[bold]exporting"),
@@ -547,7 +554,11 @@ def export(
             ):
                 task = progress.add_task("rows", total=total)
                 written = service.export(
-                    stream, fmt, progress=lambda n: progress.advance(task, n), **filters
+                    stream,
+                    fmt,
+                    progress=lambda n: progress.advance(task, n),
+                    decrypt=decrypt,
+                    **filters,
                 )
         except OSError as exc:
             if isinstance(exc, AuditError):
@@ -588,6 +599,63 @@ def backup(db_path: Path | None, dest: Path) -> None:
     with _open_existing(db_path) as service:
         report = service.backup(dest)
     click.echo(f"backed up {report.rows:,} entries ({report.bytes:,} bytes) to {report.path}")
+
+
+@main.command("rotate-keys")
+@_db_option
+@click.option(
+    "--status", "status_only", is_flag=True, help="Count rows per key id; change nothing."
+)
+@click.option(
+    "--batch-size",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows re-wrapped per transaction.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@_user_errors
+def rotate_keys(db_path: Path | None, status_only: bool, batch_size: int, as_json: bool) -> None:
+    """Re-wrap every encrypted value under the keyring's first key (resumable: rerun it).
+
+    Put the new key first in AUDIT_ENCRYPTION_KEYS and keep the old ones after it;
+    remove an old key once --status counts no row for it.
+    """
+    if status_only:
+        with _open_existing(db_path) as service:
+            usage = service.key_usage()
+        if as_json:
+            click.echo(usage.model_dump_json())
+            return
+        first = _first_key_id(load_settings(db_path=db_path))
+        for kid, rows in usage.rows_by_key.items():
+            note = " (encrypts new entries)" if kid == first else ""
+            click.echo(f"{kid}: {rows:,} rows{note}")
+        if first is not None and first not in usage.rows_by_key:
+            click.echo(f"{first}: 0 rows (encrypts new entries)")
+        click.echo(f"not encrypted: {usage.plain_rows:,} rows of {usage.total_rows:,}")
+        return
+    with _open_existing(db_path, write=True) as service:
+        report = service.rotate_keys(batch_size=batch_size)
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    click.echo(
+        f"re-wrapped {report.rows_rotated:,} rows under key {report.key_id} in "
+        f"{report.batches} transactions ({report.rows_checked:,} encrypted rows checked)"
+    )
+    if report.unreadable:
+        raise click.ClickException(
+            f"{report.unreadable:,} rows name a key that is not in the keyring (or does not "
+            "open them) and were left as they are; add that key after the first and rerun"
+        )
+
+
+def _first_key_id(settings: Any) -> str | None:
+    from ._fieldcrypt import keyring_from_settings
+
+    keyring = keyring_from_settings(settings)
+    return keyring.primary if keyring is not None else None
 
 
 def _proves(report: VerifyReport) -> str:

@@ -33,6 +33,7 @@ from ._chain import Chainer
 from ._decrypting import DecryptingReader, open_row, verify_sealed
 from ._durations import parse_duration
 from ._fieldcrypt import FieldOpener, keyring_from_settings
+from ._rotation import KeyUsage, RotationReport, key_usage, rotate_keys
 from ._writer import AuditStats, AuditWriter, WriterHooks
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
@@ -610,6 +611,46 @@ class AuditService:
         return await self._aask(lambda store: store.backup(target))
 
     # ------------------------------------------------------------------ lifecycle
+
+    def rotate_keys(
+        self, batch_size: int = 200, progress: Callable[[int], None] | None = None
+    ) -> RotationReport:
+        """Re-wrap every encrypted value whose key is not the keyring's first, ``batch_size``
+        rows a transaction; resumable (rerun after any interruption) and safe beside writers.
+
+        Ciphertexts never change, so ``verify`` passes before, during and after.
+        A key may leave the keyring once :meth:`key_usage` counts no row for it.
+        """
+        if self._opener.keyring is None:
+            raise AuditConfigError(
+                "rotate-keys needs the keyring: set AUDIT_ENCRYPTION_KEYS (or _FILE) with the "
+                "new key first, followed by the old ones"
+            )
+        self._check_local("rotate-keys")
+        if not 1 <= batch_size <= 100_000:
+            raise AuditConfigError(f"batch_size must be 1-100000, not {batch_size!r}")
+        self._catch_up()
+        return rotate_keys(
+            self.db_path,
+            self._opener,
+            batch_size=batch_size,
+            busy_timeout=self.settings.busy_timeout,
+            progress=progress,
+        )
+
+    def key_usage(self) -> KeyUsage:
+        """Rows per encryption key id (``rotate-keys --status``); needs no key."""
+        self._check_local("rotate-keys --status")
+        self._catch_up()
+        return key_usage(self.db_path, self.settings.busy_timeout)
+
+    def _check_local(self, what: str) -> None:
+        self._check_open()
+        if self._central is not None:
+            raise AuditConfigError(
+                f"{what} works on a local trail: run it where AUDIT_DB_PATH is, without "
+                "AUDIT_DB_URL (central rows keep the wraps they were forwarded with)"
+            )
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once every entry accepted so far is committed to the database.
