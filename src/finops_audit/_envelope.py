@@ -26,6 +26,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 __all__ = [
     "ENVELOPE_KEY",
     "ERROR_PREFIX",
@@ -38,6 +40,7 @@ __all__ = [
     "mark_error",
     "mark_parameters",
     "marker",
+    "without_ciphertext",
 ]
 
 ENVELOPE_KEY = "$enc"
@@ -122,3 +125,21 @@ def mark_parameters(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list) and depth < 64:
         return [mark_parameters(v, depth + 1) for v in value]
     return value
+
+
+def without_ciphertext(row: Any) -> Any:
+    """A forwarded row (a named tuple) with encrypted values as markers and an encrypted
+    error message left out: what ``AUDIT_OTLP_ENCRYPTED_FIELDS=omit`` exports."""
+    params, error = row.parameters, row.error_message
+    changes: dict[str, Any] = {}
+    if isinstance(params, str) and OPENING in params:
+        try:
+            doc = orjson.loads(params)
+        except orjson.JSONDecodeError:
+            doc = None
+        changes["parameters"] = (
+            orjson.dumps(mark_parameters(doc)).decode() if doc is not None else "{}"
+        )
+    if isinstance(error, str) and error.startswith(ERROR_PREFIX):
+        changes["error_message"] = None
+    return row._replace(**changes) if changes else row

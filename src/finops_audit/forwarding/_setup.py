@@ -90,6 +90,7 @@ def build_forwarders(settings: AuditSettings, chainer: Chainer) -> list[Forwarde
             headers=settings.otlp_headers,
             timeout=settings.otlp_timeout,
             max_records=settings.otlp_batch_size,
+            encrypted_fields=settings.otlp_encrypted_fields,
         )
         # No I/O: a bad endpoint or header is an AuditConfigError here, not a
         # failure retried forever in the background.

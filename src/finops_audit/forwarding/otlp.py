@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from .._envelope import without_ciphertext
 from ..exceptions import AuditClosedError, AuditConfigError, AuditStorageError
 from ._otlp_encode import (
     ExportLogsPartialSuccess,
@@ -186,6 +187,7 @@ class OtlpSink:
         max_request_bytes: int = 4 * 1024 * 1024,
         gzip_min_bytes: int | None = 64 * 1024,
         rejection_wait: float = 60.0,
+        encrypted_fields: str = "ciphertext",
     ) -> None:
         url = logs_url(endpoint.strip())
         parts = urlsplit(url)
@@ -202,6 +204,12 @@ class OtlpSink:
             raise AuditConfigError(f"timeout must be > 0, got {timeout!r}")
         if max_records < 1:
             raise AuditConfigError(f"max_records must be >= 1, got {max_records!r}")
+        if encrypted_fields not in ("ciphertext", "omit"):
+            raise AuditConfigError(
+                f"encrypted_fields must be 'ciphertext' or 'omit', got {encrypted_fields!r}"
+            )
+        # AUDIT_OTLP_ENCRYPTED_FIELDS=omit: encrypted values leave as a marker, never bytes
+        self._omit_encrypted = encrypted_fields == "omit"
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -238,6 +246,8 @@ class OtlpSink:
             raise AuditClosedError(f"{self.describe()}: the sink was closed")
         self._check_hold()
         rows = self._not_yet_exported(replica, rows)
+        if self._omit_encrypted:
+            rows = [without_ciphertext(row) for row in rows]
         for chunk in chunks(rows, self._max_records, self._max_bytes):
             request, scope = scope_logs(replica, self._service_name, self._version)
             observed = time.time_ns()
