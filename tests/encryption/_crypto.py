@@ -14,7 +14,6 @@ from typing import Any
 
 from finops_audit import AuditService, audit_tool_sync
 
-
 RAW_OLD = os.urandom(32)
 RAW_NEW = os.urandom(32)
 OLD = base64.b64encode(RAW_OLD).decode()

@@ -62,7 +62,8 @@ def test_good_keyrings_in_either_alphabet_and_with_newlines(tmp_path: Path) -> N
     assert "-" in urlsafe or "_" in urlsafe
     settings = load_settings(encryption_keys=f"a:{urlsafe}\n b:{OLD} , c:{NEW}")
     assert settings.encryption_keys is not None
-    assert OLD not in repr(settings) and OLD not in str(settings.model_dump())
+    assert OLD not in repr(settings)
+    assert OLD not in str(settings.model_dump())
 
 
 def _key_file(tmp_path: Path, mode: int, text: str = RING_BOTH) -> Path:
@@ -96,10 +97,10 @@ def test_a_private_keyring_file_works_and_its_errors_name_it(
         assert service.get_logs()[0].error_message is not None
     path.chmod(0o600)
     path.write_text(f"k1:{SHORT}\n")
-    with pytest.raises(AuditConfigError, match="AUDIT_ENCRYPTION_KEYS_FILE.*16 bytes"):
+    with pytest.raises(AuditConfigError, match=r"AUDIT_ENCRYPTION_KEYS_FILE.*16 bytes"):
         load_settings()
     monkeypatch.setenv("AUDIT_ENCRYPTION_KEYS_FILE", str(tmp_path / "missing"))
-    with pytest.raises(AuditConfigError, match="AUDIT_ENCRYPTION_KEYS_FILE.*cannot read"):
+    with pytest.raises(AuditConfigError, match=r"AUDIT_ENCRYPTION_KEYS_FILE.*cannot read"):
         load_settings()
     monkeypatch.setenv("AUDIT_ENCRYPTION_KEYS_FILE", str(tmp_path))
     with pytest.raises(AuditConfigError, match="AUDIT_ENCRYPTION_KEYS_FILE"):
@@ -143,7 +144,8 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Block())
 import importlib.util
-importlib.util.find_spec = (lambda f: lambda name, *a: None if name == "cryptography" else f(name, *a))(importlib.util.find_spec)
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "cryptography" else _find(name, *a)
 from finops_audit import AuditService
 from finops_audit.exceptions import AuditConfigError
 try:

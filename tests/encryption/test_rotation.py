@@ -26,6 +26,7 @@ from ..operations._util import cli_env, raw_bytes, run_cli
 from ._crypto import RING_BOTH, RING_NEW_ONLY, RING_OLD
 
 ROWS = 4000
+_NEW_ROWS = 'SELECT COUNT(*) FROM audit_logs WHERE instr(parameters, \'"kid":"k-new"\') > 0'
 
 
 def _fill(db_path: Path, ring: str, count: int, start: int = 0) -> None:
@@ -107,6 +108,24 @@ def test_sigkill_mid_rotation_then_rerun(db_path: Path, tmp_path: Path) -> None:
     env = cli_env(
         AUDIT_DB_PATH=str(db_path), AUDIT_ENCRYPTION_KEYS=RING_BOTH, AUDIT_BUSY_TIMEOUT="120"
     )
+    # The test holds the write lock except for short spells: the rotation moves
+    # on only then, so the SIGKILL below surely lands mid-rotation.
+    lock = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+    deadline = time.monotonic() + 60
+
+    def take_lock() -> None:
+        # spin, never sleep: SQLite's busy handler backs off and would let the
+        # rotation (which retakes the lock right after each commit) run to the end
+        while True:
+            try:
+                lock.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                assert time.monotonic() < deadline, "the write lock never came free"
+
+    take_lock()
     proc = subprocess.Popen(
         [sys.executable, "-m", "finops_audit.cli", "rotate-keys", "--batch-size", "5"],
         cwd=tmp_path,
@@ -114,26 +133,30 @@ def test_sigkill_mid_rotation_then_rerun(db_path: Path, tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    lock = sqlite3.connect(db_path, timeout=60, isolation_level=None)
+    watch = sqlite3.connect(db_path, isolation_level=None)
+
+    def rewrapped() -> int:
+        return int(watch.execute(_NEW_ROWS).fetchone()[0])
+
     try:
-        deadline = time.monotonic() + 60
-        while True:  # bounded poll: until part of the trail is re-wrapped
-            usage = _usage(db_path)
-            if usage.get("k-new", 0) >= 50:
-                break
-            assert proc.poll() is None, "the rotation ended before the poll saw it"
-            assert time.monotonic() < deadline, usage
-        # Hold the write lock: the rotation waits at its next transaction, so the
-        # kill below surely lands mid-rotation. During it, the trail reads and verifies.
-        lock.execute("BEGIN IMMEDIATE")
+        while rewrapped() < 50:
+            lock.execute("ROLLBACK")
+            seen = rewrapped()
+            while rewrapped() == seen:  # bounded poll: the rotation moved on
+                assert proc.poll() is None, "the rotation ended early"
+                assert time.monotonic() < deadline, "the rotation made no progress"
+            take_lock()
+        # during: the rotation waits for the lock; the trail reads and verifies
         during = _usage(db_path)
-        assert during.get("k-old", 0) > 0 and during.get("k-new", 0) > 0
+        assert during.get("k-old", 0) > 0
+        assert during.get("k-new", 0) > 0
         _verify_without_key(db_path)
         _check_all(db_path, RING_BOTH, ROWS)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         lock.execute("ROLLBACK")
     finally:
+        watch.close()
         lock.close()
         if proc.poll() is None:
             proc.kill()
@@ -154,7 +177,7 @@ def test_sigkill_mid_rotation_then_rerun(db_path: Path, tmp_path: Path) -> None:
         text=True,
     )
     _fill(db_path, RING_BOTH, 100, start=ROWS)
-    out, err = rerun.communicate(timeout=120)
+    _out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
     assert _usage(db_path) == {"k-new": ROWS + 100}
     # the old key can go: every value decrypts with the new key alone

@@ -88,7 +88,7 @@ def test_a_ciphertext_moved_to_another_row_is_caught(
     db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _write(db_path, RING_OLD, "a1", "a2")
-    (id1, p1, _), (id2, p2, _) = _params(db_path)
+    (_id1, p1, _), (id2, p2, _) = _params(db_path)
     ct1 = _CT.findall(p1)[0]
     ct2 = _CT.findall(p2)[0]
     _set(db_path, id2, p2.replace(ct2, ct1))
@@ -102,13 +102,15 @@ def test_a_ciphertext_moved_to_another_row_is_caught(
     assert params[0] == {"account": "a1", "region": "region-of-a1"}
     moved = params[1]["account"]
     assert isinstance(moved, dict)
-    assert moved["$encrypted"] is True and moved["kid"] == "k-old"
+    assert moved["$encrypted"] is True
+    assert moved["kid"] == "k-old"
     assert "does not decrypt" in str(moved["error"])
     assert params[1]["region"] == "region-of-a2"  # the rest of the entry still reads
     warnings = [r for r in caplog.records if "k-old" in r.getMessage()]
     assert len(warnings) == 1
     ok, problem = _verify(db_path)
-    assert not ok and "does not match its hash" in str(problem)
+    assert not ok
+    assert "does not match its hash" in str(problem)
 
 
 def test_a_ciphertext_moved_to_another_key_of_the_same_row_is_caught(db_path: Path) -> None:
@@ -124,8 +126,9 @@ def test_a_ciphertext_moved_to_another_key_of_the_same_row_is_caught(db_path: Pa
 
 def test_a_ciphertext_moved_to_another_column_is_caught(db_path: Path) -> None:
     _write(db_path, RING_OLD, "fail", "a2")
-    (id1, p1, e1), (id2, p2, _) = _params(db_path)
-    assert e1 is not None and e1.startswith("$enc:v1:k-old:")
+    (_id1, _p1, e1), (id2, p2, _) = _params(db_path)
+    assert e1 is not None
+    assert e1.startswith("$enc:v1:k-old:")
     head = e1.rsplit(":", 1)[0]
     _set(db_path, id2, p2, f"{head}:{_CT.findall(p2)[0]}")  # a parameter's ct as the error
     _, errors = _read(db_path, RING_OLD)
@@ -216,9 +219,11 @@ def test_partial_keyrings(db_path: Path, caplog: pytest.LogCaptureFixture) -> No
     assert _verify(db_path) == (True, None)
     assert _verify(db_path, RING_BOTH) == (True, None)
     ok, problem = _verify(db_path, RING_OLD)
-    assert not ok and "key k-new is not in the keyring" in str(problem)
+    assert not ok
+    assert "key k-new is not in the keyring" in str(problem)
     ok, problem = _verify(db_path, RING_NEW_ONLY)
-    assert not ok and "key k-old is not in the keyring" in str(problem)
+    assert not ok
+    assert "key k-old is not in the keyring" in str(problem)
 
 
 def test_a_callers_own_envelope_lookalike_is_data_not_an_envelope(db_path: Path) -> None:
