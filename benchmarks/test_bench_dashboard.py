@@ -223,6 +223,8 @@ def test_tool_overhead_with_ten_streams(benchmark: Any, tmp_path: Path) -> None:
         readers.stdin.flush()
         received = readers.stdout.readline().strip()
         readers.wait(30)
+        readers.stdin.close()
+        readers.stdout.close()
         server.should_exit = True
         thread.join(30)
         results["none"].append(_phase(tool, PHASE_CALLS))
@@ -245,3 +247,57 @@ def test_tool_overhead_with_ten_streams(benchmark: Any, tmp_path: Path) -> None:
         rss_kib_before_after_streaming=rss,
     )
     svc.close()
+
+
+def test_first_page_1m(benchmark: Any, big_trail: BigTrail) -> None:
+    """Time from navigation to the entries, the chart and the per-tool table on 1M rows.
+
+    Debian's chromium through Playwright, the page served by uvicorn in this
+    process from a read-only service. ``tools`` (last 24 h by default) loads
+    asynchronously and is timed on its own.
+    """
+    import os
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is missing")
+    svc = AuditService(db_path=big_trail.path, read_only=True, handle_signals=False)
+    app = create_app(svc, token=TOKEN)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    config.timeout_graceful_shutdown = 1
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/?token={TOKEN}"
+    times: dict[str, list[float]] = {"entries": [], "chart": [], "tools": []}
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+
+        def load() -> None:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            t0 = time.perf_counter()
+            page.goto(url)
+            page.locator("#logs tbody tr").nth(99).wait_for(state="attached", timeout=60_000)
+            times["entries"].append(time.perf_counter() - t0)
+            page.locator("#chart svg rect.calls").first.wait_for(state="attached", timeout=60_000)
+            times["chart"].append(time.perf_counter() - t0)
+            page.locator("#tools tbody tr").first.wait_for(state="attached", timeout=60_000)
+            times["tools"].append(time.perf_counter() - t0)
+            page.close()
+
+        load()  # warm-up: the reader connection and the browser's first start
+        for key in times:
+            times[key].clear()
+        benchmark.pedantic(load, rounds=5, iterations=1)
+        browser.close()
+    server.should_exit = True
+    thread.join(30)
+    svc.close()
+    benchmark.extra_info.update(
+        {f"{k}_median_s": statistics.median(v) for k, v in times.items()}, rows=big_trail.rows
+    )

@@ -7,6 +7,9 @@
   const FILTERS = ["tool", "status", "user", "client", "session", "since", "until", "param"];
   const MAX_ROWS = 200;
   const REFRESH_MS = 15000;
+  // Without a "since", the analytics views cover the last 24 h: over a whole
+  // 1,000,000-row trail they take seconds (see the docs); set since to widen them.
+  const DEFAULT_WINDOW = "24h";
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -40,6 +43,10 @@
 
   function ms(value) {
     return value === null || value === undefined ? "" : Number(value).toFixed(value < 10 ? 3 : 1);
+  }
+
+  function windowed(extra) {
+    return state.filters.since ? extra || {} : Object.assign({ since: DEFAULT_WINDOW }, extra || {});
   }
 
   function query(extra) {
@@ -223,7 +230,7 @@
   async function loadTools() {
     $("tools-status").textContent = "computing…";
     const started = performance.now();
-    const body = await api("tools");
+    const body = await api("tools", windowed());
     const rows = body.tools.map((t) => {
       const tr = el("tr");
       tr.dataset.tool = t.tool_name;
@@ -244,8 +251,9 @@
   }
 
   async function loadTimeline() {
-    const body = await api("timeline", { bucket: "auto" });
+    const body = await api("timeline", windowed({ bucket: "auto" }));
     $("bucket").textContent = "per " + duration(body.bucket_seconds);
+    $("window").textContent = state.filters.since ? "" : "(last " + DEFAULT_WINDOW + "; set since to widen)";
     drawChart(body.buckets, body.bucket_seconds);
   }
 
@@ -324,7 +332,7 @@
   }
 
   async function loadSlowest() {
-    const body = await api("slowest", { limit: 10 });
+    const body = await api("slowest", windowed({ limit: 10 }));
     $("slowest").tBodies[0].replaceChildren(...body.entries.map((e) => {
       const tr = el("tr");
       tr.dataset.id = e.id;
@@ -336,7 +344,7 @@
   }
 
   async function loadErrors() {
-    const body = await api("errors", { limit: 10 });
+    const body = await api("errors", windowed({ limit: 10 }));
     $("errors").tBodies[0].replaceChildren(...body.errors.map((g) => {
       const tr = el("tr");
       tr.append(el("td", g.tool_name), Object.assign(el("td", g.error_message || "", "err"), { title: g.error_message || "" }),
