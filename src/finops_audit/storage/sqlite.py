@@ -602,15 +602,6 @@ def build_where(query: LogQuery) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
-def json_text(value: str) -> str:
-    """``value`` as it appears inside a JSON string (escapes included, quotes not)."""
-    return orjson.dumps(value).decode("utf-8")[1:-1]
-
-
-def like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _parse_ts(text: str | datetime) -> datetime:
     if isinstance(text, datetime):  # a central store's timestamptz
         return text

@@ -1,0 +1,111 @@
+"""``get_logs(parameter_value=...)`` on a SQLite trail: what a search finds, and what it must not.
+
+The promise (``storage/_value_match.py``): an entry matches when one of its
+parameter *values*, at any depth, contains the text, ASCII case ignored; keys
+never match; ``%``, ``_`` and ``\\`` are literal characters, never LIKE
+wildcards; integers match by their digits, other numbers, booleans and null
+never. Each case holds a near miss that a wildcard or a key search would find.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from finops_audit import AuditService, audit_tool_sync
+
+VALUES = {
+    "snake": "cost_center",
+    "snakemiss": "costXcenter",  # `_` as a wildcard would match this too
+    "pct": "100% off",
+    "pctmiss": "1000 off",  # `%` as a wildcard would match this too
+    "slash": "dir\\file",
+    "slashmiss": "dirfile",
+    "nested": {"deep": ["eu-west-1"]},
+    "number": 4711,
+    "fraction": 47.11,
+    "flag": True,
+}
+
+
+@pytest.fixture
+def found(svc: AuditService) -> dict[str, set[str]]:
+    """One call per value; the result maps a needle to the keys of the calls it finds."""
+
+    @audit_tool_sync(name="tool", service=svc)
+    def tool(which: str, value: object) -> None:
+        return None
+
+    for which, value in VALUES.items():
+        tool(which=f"#{which}", value=value)
+    svc.flush()
+
+    def search(needle: str) -> set[str]:
+        return {
+            str(e.parameters["which"]).lstrip("#")
+            for e in svc.get_logs(parameter_value=needle, limit=100)
+        }
+
+    return {
+        needle: search(needle)
+        for needle in (
+            "t_c",
+            "0% ",
+            "r\\f",
+            "EU-WEST",
+            "471",
+            "47.1",
+            "true",
+            "value",
+            "which",
+            "deep",
+            "%",
+            "_",
+        )
+    }
+
+
+@pytest.mark.parametrize(
+    ("needle", "expected"),
+    [
+        ("t_c", {"snake"}),  # `_` literal
+        ("0% ", {"pct"}),  # `%` literal
+        ("r\\f", {"slash"}),  # backslash literal, not LIKE's escape
+        ("EU-WEST", {"nested"}),  # ASCII case ignored, nested lists and objects searched
+        ("471", {"number"}),  # integers by their digits; a fraction never
+        ("47.1", set()),
+        ("true", set()),  # booleans never
+        ("value", set()),  # keys never
+        ("which", set()),
+        ("deep", set()),  # nested keys never
+        ("%", {"pct"}),
+        ("_", {"snake"}),
+    ],
+    ids=repr,
+)
+def test_a_search_finds_values_with_wildcards_taken_literally(
+    found: dict[str, set[str]], needle: str, expected: set[str]
+) -> None:
+    assert found[needle] == expected
+
+
+def test_a_row_that_is_not_json_is_searched_as_text(svc: AuditService, db_path: Path) -> None:
+    """Hand-edited or very old rows: the raw text is one value, wildcards still literal."""
+
+    @audit_tool_sync(name="tool", service=svc)
+    def tool(x: str) -> None:
+        return None
+
+    tool(x="seed")
+    svc.flush()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TRIGGER IF EXISTS audit_logs_no_update")
+        conn.executemany(
+            "INSERT INTO audit_logs (timestamp, tool_name, parameters, status) "
+            "VALUES ('2026-01-01T00:00:00.000000+00:00', ?, ?, 'SUCCESS')",
+            [("raw", "not json: cost_center"), ("raw_miss", "not json: costXcenter")],
+        )
+    got = svc.get_logs(parameter_value="t_c", limit=100)
+    assert [e.tool_name for e in got] == ["raw"]
