@@ -96,6 +96,7 @@ def test_pseudonyms_are_stable_distinct_and_need_the_key() -> None:
     assert first == redactor.pseudonym("123456789012")
     assert first != redactor.pseudonym("123456789013")
     assert first != Redactor(hmac_key="j" * 32).pseudonym("123456789012")
-    assert first.startswith("hmac:") and len(first) == len("hmac:") + 32
+    assert first.startswith("hmac:")
+    assert len(first) == len("hmac:") + 32
     with pytest.raises(ValueError, match="AUDIT_HMAC_KEY"):
         Redactor().pseudonym("123456789012")
