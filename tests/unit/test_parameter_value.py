@@ -70,20 +70,19 @@ def found(svc: AuditService) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("needle", "expected"),
     [
-        ("t_c", {"snake"}),  # `_` literal
-        ("0% ", {"pct"}),  # `%` literal
-        ("r\\f", {"slash"}),  # backslash literal, not LIKE's escape
-        ("EU-WEST", {"nested"}),  # ASCII case ignored, nested lists and objects searched
-        ("471", {"number"}),  # integers by their digits; a fraction never
-        ("47.1", set()),
-        ("true", set()),  # booleans never
-        ("value", set()),  # keys never
-        ("which", set()),
-        ("deep", set()),  # nested keys never
-        ("%", {"pct"}),
-        ("_", {"snake"}),
+        pytest.param("t_c", {"snake"}, id="underscore-literal"),
+        pytest.param("0% ", {"pct"}, id="percent-literal"),
+        pytest.param("r\\f", {"slash"}, id="backslash-literal"),
+        pytest.param("EU-WEST", {"nested"}, id="ascii-case-nested"),
+        pytest.param("471", {"number"}, id="integer-digits"),
+        pytest.param("47.1", set(), id="fraction-never"),
+        pytest.param("true", set(), id="boolean-never"),
+        pytest.param("value", set(), id="key-never"),
+        pytest.param("which", set(), id="other-key-never"),
+        pytest.param("deep", set(), id="nested-key-never"),
+        pytest.param("%", {"pct"}, id="percent-alone"),
+        pytest.param("_", {"snake"}, id="underscore-alone"),
     ],
-    ids=repr,
 )
 def test_a_search_finds_values_with_wildcards_taken_literally(
     found: dict[str, set[str]], needle: str, expected: set[str]
