@@ -798,5 +798,14 @@ def serve(
         )
 
 
+def _register_central() -> None:
+    from ._cli_central import central
+
+    main.add_command(central)
+
+
+_register_central()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
