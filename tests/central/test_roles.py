@@ -190,3 +190,20 @@ def test_the_role_sql_is_printable_and_idempotent(pg_url: str, tmp_path: Path) -
         done = run_cli("central", "init-roles", cwd=tmp_path, env=cli_env(AUDIT_DB_URL=pg_url))
         assert done.returncode == 0, done.stderr
     assert len(role_statements()) > 10
+
+
+def test_a_writer_forwards_when_next_months_partition_is_missing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from finops_audit.storage._pg_roles import init_roles
+
+    init_roles(pg_url, months_ahead=0)  # this month and last, nothing ahead
+    user = f"writer_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {user} LOGIN IN ROLE finops_audit_writer")
+    try:
+        _forward(_as(pg_url, user), tmp_path / "a.db", 4)  # next month: refused, not fatal
+        assert _count(pg_url) == 4
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {user}")

@@ -210,10 +210,11 @@ class PostgresSink:
             return
         replica_id = stored_text(replica.replica_id) or ""
         values, months = central_rows(replica_id, rows)
-        months.add(max(months) + 1)  # the month after the newest row: made ahead
+        ahead = max(months) + 1  # the month after the newest row: made ahead if allowed
         try:
             conn = self._connection()
             self._ensure_partitions(conn, months)
+            self._ensure_ahead(conn, ahead)
             self._check_replica(conn, replica_id, replica.buffer_id)
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(_COPY) as copy:
@@ -327,6 +328,15 @@ class PostgresSink:
                 for name in missing:
                     conn.execute(partition_ddl(starts[name]))
         self._partitions.update(wanted)
+
+    def _ensure_ahead(self, conn: psycopg.Connection[Any], month: int) -> None:
+        """Next month's partition: a writer role may not make it (only the maintainer, which
+        owns ``audit_logs``, can attach one), so being refused here is not a failure."""
+        try:
+            self._ensure_partitions(conn, {month})
+        except psycopg.errors.InsufficientPrivilege:
+            self._partitions.add(month)  # asked once per connection
+            logger.debug("this role cannot make next month's partition; the maintainer does")
 
     def _check_replica(
         self, conn: psycopg.Connection[Any], replica_id: str, buffer_id: str
