@@ -97,7 +97,8 @@ def _fastmcp_reader() -> Reader | None:
 
 def _mcp1_reader() -> Reader | None:
     try:
-        from mcp.server.lowlevel.server import request_ctx
+        # mcp 1.x only (mypy sees whichever mcp is installed)
+        from mcp.server.lowlevel.server import request_ctx  # type: ignore[attr-defined,unused-ignore]
     except Exception:
         return None
     token_getter = _mcp_token_getter()

@@ -10,6 +10,7 @@ without it:
   ``default_int_handler``): it is called, with the same arguments;
 * it was ``SIG_DFL``: the default disposition is restored and the signal
   raised again, so the process dies of the signal with the usual status;
+  just before, the entries that die with it are reported (one line, one count);
 * it was ``SIG_IGN``: nothing more.
 
 Handlers can only be installed from the main thread; :func:`install` is a no-op
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["FLUSH_TIMEOUT", "install", "installed"]
+__all__ = ["FLUSH_TIMEOUT", "install", "installed", "set_last_words"]
 
 logger = logging.getLogger("finops_audit")
 
@@ -38,6 +39,13 @@ _SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), signal.SIGINT) if
 _previous: dict[int, Any] = {}
 _lock = threading.Lock()
 _flush_all: Callable[[float], None] | None = None
+_last_words: Callable[[int], None] | None = None
+
+
+def set_last_words(report: Callable[[int], None]) -> None:
+    """``report(signum)`` runs when the signal is about to end the process (SIG_DFL)."""
+    global _last_words
+    _last_words = report
 
 
 def installed() -> bool:
@@ -76,6 +84,12 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     elif previous == signal.SIG_IGN:
         return
     else:
+        last = _last_words
+        if last is not None:
+            try:
+                last(signum)
+            except BaseException as exc:
+                logger.error("finops_audit could not report unwritten entries: %r", exc)
         signal.signal(signum, signal.SIG_DFL)
         _previous.pop(signum, None)
         signal.raise_signal(signum)

@@ -70,6 +70,8 @@ T = TypeVar("T")
 Entry = tuple[str, int, int, bytes, str, "str | None", "Caller | None"]
 
 _WARN_INTERVAL = 10.0
+#: Seconds a shutdown keeps retrying a file that cannot be opened at all.
+_DEAD_GRACE = 0.2
 _RETENTION_INTERVAL = 3600.0
 
 #: ``tool_name`` of the rows that mark a gap: entries that were dropped.
@@ -191,6 +193,7 @@ class AuditWriter:
         self._crash: str | None = None  # why the writer thread last stopped unexpectedly
         self._gap: list[Any] | None = None  # [count, first_ns, last_ns, reason]
         self._give_up_at = float("inf")
+        self._unopenable = False  # the last fault: the file cannot be opened at all
         # Under the block policy callers wait once the queue holds about one
         # flush interval of the writer's measured throughput (plus a batch):
         # that bounds what a SIGKILL can lose. During a database fault the
@@ -440,8 +443,10 @@ class AuditWriter:
         if self._pid != os.getpid():
             self._after_fork()
         # A fault that does not clear is given up on before close() stops
-        # waiting, so close() can say how many entries were lost.
-        self._give_up_at = time.monotonic() + wait * 0.8
+        # waiting, so close() can say how many entries were lost. A file that
+        # cannot be opened at all gets one short grace: shutdown stays fast.
+        grace = min(wait * 0.8, _DEAD_GRACE) if self._unopenable else wait * 0.8
+        self._give_up_at = time.monotonic() + grace
         if self._crash is not None and not self._running and not self._closed and self._queue:
             # A writer that stopped unexpectedly still owes its queue: restart it to drain.
             try:
@@ -865,13 +870,8 @@ class AuditWriter:
                     return
                 now = time.monotonic()
                 if self._stopping and now >= self._give_up_at:
+                    # Counted, not logged per batch: close() reports the total once.
                     self._lost += len(rows)
-                    logger.error(
-                        "finops_audit gave up writing %d audit entries to %s at shutdown: %s",
-                        len(rows),
-                        self._store.describe(),
-                        self._last_error,
-                    )
                     return
                 pause = delay if not self._stopping else min(delay, self._give_up_at - now)
                 await self._backoff(max(pause, 0.001))
@@ -888,6 +888,7 @@ class AuditWriter:
                     self._last_error,
                 )
                 self._last_error = None
+                self._unopenable = False
             return
 
     async def _backoff(self, seconds: float) -> None:
@@ -921,6 +922,7 @@ class AuditWriter:
         self._failed_writes += 1
         self._limit = self._max  # buffer through the fault
         message = f"{type(exc).__name__}: {exc}"
+        self._unopenable = _cannot_open(exc)
         if message != self._last_error:
             logger.warning(
                 "finops_audit cannot write to %s (%s); entries are kept and retried",
@@ -934,6 +936,17 @@ async def _gated(coro: Coroutine[Any, Any, T]) -> T:
     """A store operation run on the writer's loop, kept apart from ``os.fork()``."""
     async with gate.held():
         return await coro
+
+
+def _cannot_open(exc: BaseException) -> bool:
+    """The file cannot be opened at all (a folder, a missing or unwritable folder,
+    a read-only mount): waiting through a shutdown cannot help."""
+    if not isinstance(exc, AuditStorageError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.OperationalError):
+        return "unable to open" in str(cause)
+    return isinstance(cause, OSError)
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -981,11 +994,15 @@ def _close_all_at_exit() -> None:
 
 
 def flush_all(timeout: float) -> None:
-    """Flush every running writer of this process, all within ``timeout`` seconds."""
+    """Flush every running writer of this process, all within ``timeout`` seconds.
+
+    A writer whose file cannot be opened is not waited for: nothing it holds
+    can be written, and the signal that asked for the flush must not wait on it.
+    """
     deadline = time.monotonic() + timeout
     markers = []
     for writer in list(_running):
-        if writer._running and not writer._closed:
+        if writer._running and not writer._closed and not writer._unopenable:
             marker = _FlushMarker()
             writer._flush_requests += 1
             writer._queue.append(marker)
@@ -997,6 +1014,27 @@ def flush_all(timeout: float) -> None:
         except concurrent.futures.TimeoutError:
             logger.error("finops_audit could not flush within %.1fs", timeout)
             return
+
+
+def report_unwritten(signum: int) -> None:
+    """Last words before a signal ends the process: one line per writer that
+    still holds entries (they die with it), with their count."""
+    for writer in list(_running):
+        if writer._pid != os.getpid():
+            continue
+        pending = writer.stats().pending
+        if pending:
+            logger.error(
+                "finops_audit: %d audit entries could not be written to %s before signal %d "
+                "ended the process: %s",
+                pending,
+                writer._store.describe(),
+                signum,
+                writer._last_error or "the flush did not finish in time",
+            )
+
+
+_signals.set_last_words(report_unwritten)
 
 
 def _after_fork_in_child() -> None:

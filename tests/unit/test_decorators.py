@@ -13,6 +13,7 @@ import pytest
 
 import finops_audit
 from finops_audit import AuditService, AuditStatus, audit_tool, audit_tool_sync
+from finops_audit._mcp_context import HIDDEN
 from tests.helpers import disk_rows
 
 # --------------------------------------------------------------------------- default service
@@ -127,6 +128,10 @@ def _sync_tool(region: str, *, limit: int = 10) -> list[str]:
     return [region] * limit
 
 
+def _without_hidden(hints: dict) -> dict:
+    return {k: v for k, v in hints.items() if k != HIDDEN}
+
+
 @pytest.mark.parametrize(
     ("decorator", "fn"),
     [
@@ -145,9 +150,12 @@ def test_wrapper_keeps_the_tools_identity(decorator, fn) -> None:
     assert wrapper.__qualname__ == fn.__qualname__
     assert wrapper.__module__ == fn.__module__
     assert wrapper.__doc__ == fn.__doc__
-    assert wrapper.__annotations__ == fn.__annotations__
+    # With mcp 2.x installed the wrapper adds one hint: the hidden Context it
+    # asks that SDK to inject (never part of the signature or schema).
+    assert _without_hidden(wrapper.__annotations__) == fn.__annotations__
+    assert set(wrapper.__annotations__) - set(fn.__annotations__) <= {HIDDEN}
     assert inspect.signature(wrapper) == inspect.signature(fn)
-    assert typing.get_type_hints(wrapper) == typing.get_type_hints(fn)
+    assert _without_hidden(typing.get_type_hints(wrapper)) == typing.get_type_hints(fn)
     assert inspect.iscoroutinefunction(wrapper) == inspect.iscoroutinefunction(fn)
 
 

@@ -209,15 +209,13 @@ class SQLiteAuditStore:
     async def _connect(self, *, write: bool) -> aiosqlite.Connection:
         if not write:
             return await self._connect_reader()
-        conn = await aiosqlite.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            if write:
-                await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+        # Opened here, on the writer's own loop thread (opening takes no lock),
+        # and handed to aiosqlite working: its failed-connect path answers on a
+        # loop that may be closed by then ("RuntimeError: Event loop is closed"
+        # from its thread at shutdown), and asyncio.to_thread is refused once
+        # the interpreter is exiting, when a final drain may still reopen.
+        conn = _open_writer_connection(self.path, self._busy_ms, self._synchronous)
+        return await aiosqlite.Connection(lambda: conn, iter_chunk_size=64)
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         """A reading connection, after checking the file is a trail this code reads."""
@@ -501,6 +499,17 @@ class SQLiteAuditStore:
 
 
 _warned_paths: set[str] = set()
+
+
+def _open_writer_connection(path: Path, busy_ms: int, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _warn_if_shared(path: Path) -> None:
