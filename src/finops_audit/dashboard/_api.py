@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -111,11 +111,16 @@ class Api:
     async def timeline(self, request: Request) -> Response:
         params = request.query_params
         filters = parse_filters(params)
-        if params.get("bucket", "auto") in ("", "auto"):
-            bucket = await self._auto_bucket(filters)
-        else:
-            bucket = bucket_param(params, "1h")
+        auto = params.get("bucket", "auto") in ("", "auto")
+        bucket = await self._auto_bucket(filters) if auto else bucket_param(params, "1h")
         buckets = await self.service.acalls_over_time(bucket=bucket, **filters.window())
+        if auto and buckets:
+            # Calls fill only part of the window (a fresh trail, a quiet day): zoom in on them.
+            first = replace(filters, since=max(buckets[0].start, filters.since or buckets[0].start))
+            finer = await self._auto_bucket(first)
+            if finer < bucket:
+                bucket = finer
+                buckets = await self.service.acalls_over_time(bucket=bucket, **first.window())
         return _json(
             {
                 "bucket_seconds": int(bucket.total_seconds()),
