@@ -108,3 +108,24 @@ def test_a_row_that_is_not_json_is_searched_as_text(svc: AuditService, db_path: 
         )
     got = svc.get_logs(parameter_value="t_c", limit=100)
     assert [e.tool_name for e in got] == ["raw"]
+
+
+NEEDLES = ["t_c", "0% ", "r\\f", "EU-WEST", "471", "47.1", "true", "value", "deep", "%", "_", "1"]
+
+
+def test_the_dashboards_python_match_agrees_with_the_store(svc: AuditService) -> None:
+    """Live rows in the dashboard are filtered in Python: same needle, same entries."""
+    from finops_audit.storage._value_match import value_matches
+
+    @audit_tool_sync(name="tool", service=svc)
+    def tool(which: str, value: object) -> None:
+        return None
+
+    for which, value in {**VALUES, "big": 2**64, "neg": -4711, "none": None}.items():
+        tool(which=f"#{which}", value=value)
+    svc.flush()
+    entries = svc.get_logs(limit=100)
+    for needle in NEEDLES:
+        stored = {e.id for e in svc.get_logs(parameter_value=needle, limit=100)}
+        in_python = {e.id for e in entries if value_matches(e.parameters, needle)}
+        assert in_python == stored, needle
