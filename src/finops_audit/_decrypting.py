@@ -101,8 +101,8 @@ def _readable_text(value: Any, depth: int = 0) -> str:
     if isinstance(value, dict):
         if depth > 64:
             return ""
-        if value.get("$encrypted") is True:
-            return str(value.get("pseudonym", ""))
+        if value.get("$encrypted") is True:  # only its blind index is searchable
+            return _readable_text([value.get("pseudonym"), value.get("pseudonyms")], depth + 1)
         return "\x00".join(_readable_text(v, depth + 1) for v in value.values())
     if isinstance(value, list):
         return "\x00".join(_readable_text(v, depth + 1) for v in value)

@@ -94,8 +94,8 @@ def has_envelope(value: Any, depth: int = 0) -> bool:
 def marker(envelope: dict[str, Any], problem: str | None = None) -> dict[str, Any]:
     """``{"$encrypted": true, "kid": "k1"}`` (plus the blind index, and what went wrong)."""
     out: dict[str, Any] = {MARKER_KEY: True, "kid": envelope.get("kid")}
-    if "bi" in envelope:
-        out["pseudonym"] = envelope["bi"]
+    if "bi" in envelope:  # the blind index: one pseudonym, or a document's by key path
+        out["pseudonyms" if isinstance(envelope["bi"], dict) else "pseudonym"] = envelope["bi"]
     if problem:
         out["error"] = problem
     return out

@@ -63,6 +63,9 @@ _GAP_TOOL = "__audit_gap__"
 _NONCE = 12
 _WRAP_AD = b"finops-audit/v1/wrap\x00"
 _VALUE_AD = "finops-audit/v1\x00{}\x00{}\x00"
+#: ``_value_ad(event_id, "parameters", ())`` in two constant halves (the whole document).
+_DOC_AD = b"finops-audit/v1\x00"
+_DOC_AD_TAIL = b"\x00parameters\x00[]"
 _B64 = base64.b64encode
 _WRAP_RE = re.compile(r'"\$enc":"v1","kid":"([^"\\]*)","k":"([^"\\]*)"')
 _ERROR_RE = re.compile(r"\$enc:v1:([^:]*):([^:]*):")
@@ -135,7 +138,9 @@ class _Batch:
     def seal(self, plain: bytes, ad: bytes) -> str:
         self.count += 1
         nonce = self.count.to_bytes(_NONCE, "big")
-        return _B64(nonce + self.aes.encrypt(nonce, plain, ad)).decode()
+        return binascii.b2a_base64(
+            nonce + self.aes.encrypt(nonce, plain, ad), newline=False
+        ).decode()
 
 
 class FieldCipher:
@@ -189,6 +194,12 @@ class FieldCipher:
         return out
 
     def _parameters(self, batch: _Batch, text: str, raw: bytes | None, event_id: str) -> str:
+        if self._all and text.startswith("{") and text != "{}":
+            # Everything is encrypted: the whole document is one envelope (one AES-GCM
+            # call a row, no JSON work); names are hidden too.
+            if not self._hmac_names or "hmac:" not in text:
+                return self._whole(batch, text, event_id, None)
+            return self._whole_with_index(batch, text, raw, event_id)
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -207,6 +218,33 @@ class FieldCipher:
         else:
             sealed = self._walk(batch, doc, event_id, (), plain)
         return orjson.dumps(sealed).decode()
+
+    @staticmethod
+    def _whole(batch: _Batch, text: str, event_id: str, index: dict[str, Any] | None) -> str:
+        ct = batch.seal(text.encode(), _DOC_AD + event_id.encode() + _DOC_AD_TAIL)
+        head = f'{{"$enc":"v1","kid":"{batch.kid}","k":"{batch.wrap}","ct":"{ct}"'
+        if index:
+            return head + ',"bi":' + orjson.dumps(index).decode() + "}"
+        return head + "}"
+
+    def _whole_with_index(self, batch: _Batch, text: str, raw: bytes | None, event_id: str) -> str:
+        """The whole document sealed with the caller's originals of pseudonymised values,
+        their pseudonyms kept beside it (``bi``): equality search still finds them."""
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self._whole(batch, text, event_id, None)
+        plain = self._plain_pseudonyms(doc, raw) if isinstance(doc, dict) else {}
+        if not plain:
+            return self._whole(batch, text, event_id, None)
+        index: dict[str, Any] = {}
+        for path, original in plain.items():
+            node = doc
+            for key in path[:-1]:
+                node = node[key]
+            index[".".join(map(str, path))] = node[path[-1]]
+            node[path[-1]] = original
+        return self._whole(batch, orjson.dumps(doc).decode(), event_id, index)
 
     def _walk(
         self,
@@ -271,7 +309,8 @@ class FieldCipher:
                 and isinstance(orig, (str, int, float))
                 and not isinstance(orig, bool)
             ):
-                found[path + (k,)] = orig
+                here = (*path, k)
+                found[here] = orig
             else:
                 self._pair(v, orig, (*path, k), found)
 

@@ -118,7 +118,8 @@ def test_cli_reads_plaintext_with_the_keyring_and_markers_without(
     assert marked.returncode == 0, marked.stderr
     no_plaintext(marked.stdout.encode(), "logs without the keyring")
     first = json.loads(marked.stdout.splitlines()[0])
-    assert first["parameters"]["account_id"] == {"$encrypted": True, "kid": "k-old"}
+    # everything encrypted (the default): the whole document is one envelope
+    assert first["parameters"] == {"$encrypted": True, "kid": "k-old"}
     assert first["error_message"] == "[encrypted with key k-old]"
     # export --decrypt needs the keyring; a plain export keeps ciphertext
     refused = run_cli("export", "--decrypt", str(tmp_path / "x.jsonl"), cwd=tmp_path, env=without)
@@ -188,5 +189,5 @@ def test_equality_search_through_the_blind_index(db_path: Path) -> None:
     ) as no_keys:
         hidden = no_keys.get_logs(parameter_value=ACCOUNT)
     assert len(hidden) == 3
-    assert hidden[0].parameters["account_id"]["pseudonym"].startswith("hmac:")
-    assert hidden[0].parameters["account_id"]["$encrypted"] is True
+    assert hidden[0].parameters["pseudonyms"]["account_id"].startswith("hmac:")
+    assert hidden[0].parameters["$encrypted"] is True

@@ -24,8 +24,13 @@ from ._crypto import RING_BOTH, RING_NEW_ONLY, RING_OLD
 _CT = re.compile(r'"ct":"([^"]+)"')
 
 
-def _write(db_path: Path, ring: str, *values: str) -> None:
-    with AuditService(db_path, encryption_keys=ring) as service:
+#: Each value its own envelope (named fields); the default seals the whole document.
+PER_VALUE = ["account", "region", "error_message"]
+
+
+def _write(db_path: Path, ring: str, *values: str, fields: list[str] | None = PER_VALUE) -> None:
+    extra = {"encrypt_fields": fields} if fields else {}
+    with AuditService(db_path, encryption_keys=ring, **extra) as service:  # type: ignore[arg-type]
 
         @audit_tool_sync(service=service)
         def lookup(account: str, region: str) -> None:
@@ -243,3 +248,26 @@ def test_a_callers_own_envelope_lookalike_is_data_not_an_envelope(db_path: Path)
     ((row_id, text, _),) = _params(db_path)
     _set(db_path, row_id, text.replace('"kid":"k-old","k":"AAAA"', '"kid":"k-evil","k":"AAAA"'))
     assert not _verify(db_path)[0]
+
+
+def test_whole_document_envelopes_moved_or_flipped_are_caught(db_path: Path) -> None:
+    _write(db_path, RING_OLD, "a1", "a2", fields=None)
+    (_, p1, _), (id2, p2, _) = _params(db_path)
+    assert p1.startswith('{"$enc":"v1","kid":"k-old"')
+    _set(db_path, id2, p1)  # row 1's whole envelope in row 2
+    params, _ = _read(db_path, RING_OLD)
+    assert params[0] == {"account": "a1", "region": "region-of-a1"}
+    assert params[1]["$encrypted"] is True
+    assert "does not decrypt" in str(params[1]["error"])
+    assert not _verify(db_path)[0]
+    ct = _CT.findall(p2)[0]
+    _set(
+        db_path,
+        id2,
+        p2.replace(ct, ct[:-6] + ("AAAA" if ct[-6:-2] != "AAAA" else "BBBB") + ct[-2:]),
+    )
+    params, _ = _read(db_path, RING_OLD)
+    assert params[1]["$encrypted"] is True
+    assert not _verify(db_path)[0]
+    _set(db_path, id2, p2)  # put back: the chain and every value are whole again
+    assert _verify(db_path, RING_OLD) == (True, None)

@@ -70,7 +70,7 @@ def test_omit_mode_sends_no_ciphertext(otlp_receiver: OtlpReceiver, tmp_path: Pa
     assert b"$enc:v1:" not in bodies
     for attributes in got.values():
         params = json.loads(str(attributes["finops_audit.parameters"]))
-        assert params["account_id"] == {"$encrypted": True, "kid": "k-old"}
+        assert params == {"$encrypted": True, "kid": "k-old"}
         assert "finops_audit.error_message" not in attributes
     failed = [a for a in got.values() if a["finops_audit.status"] == "FAILURE"]
     assert len(failed) == 1
