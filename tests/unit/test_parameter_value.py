@@ -110,7 +110,22 @@ def test_a_row_that_is_not_json_is_searched_as_text(svc: AuditService, db_path: 
     assert [e.tool_name for e in got] == ["raw"]
 
 
-NEEDLES = ["t_c", "0% ", "r\\f", "EU-WEST", "471", "47.1", "true", "value", "deep", "%", "_", "1"]
+NEEDLES = [
+    "rue",
+    "eu-cent",
+    "t_c",
+    "0% ",
+    "r\\f",
+    "EU-WEST",
+    "471",
+    "47.1",
+    "true",
+    "value",
+    "deep",
+    "%",
+    "_",
+    "1",
+]
 
 
 def test_the_dashboards_python_match_agrees_with_the_store(svc: AuditService) -> None:
@@ -121,7 +136,13 @@ def test_the_dashboards_python_match_agrees_with_the_store(svc: AuditService) ->
     def tool(which: str, value: object) -> None:
         return None
 
-    for which, value in {**VALUES, "big": 2**64, "neg": -4711, "none": None}.items():
+    for which, value in {
+        **VALUES,
+        "zone": "EU-Central",
+        "big": 2**64,
+        "neg": -4711,
+        "none": None,
+    }.items():
         tool(which=f"#{which}", value=value)
     svc.flush()
     entries = svc.get_logs(limit=100)
