@@ -79,6 +79,9 @@ SECRET = [
     "jwt",
     "bearer_token",
     "mfa_code",
+    "verification_code",
+    "recovery_code",
+    "authCode",
     "otp",
     "card_pin",
     "password_hash",
@@ -125,6 +128,12 @@ READABLE = [
     "credential_type",
     "otp_enabled",
     "XMLHttpRequest",
+    "zip_code",
+    "country_code",
+    "status_code",
+    "code",
+    "",  # no words at all
+    "__",
 ]
 
 
