@@ -78,15 +78,32 @@ class DecryptingReader:
         return self._open(await self._store.slowest(query), query)
 
     async def error_groups(self, query: LogQuery) -> list[ErrorGroup]:
+        """Groups as stored; encrypted messages (each ciphertext unique, and no event id
+        to open them here) become one ``[encrypted error message]`` group per tool."""
         groups: list[ErrorGroup] = await self._store.error_groups(query)
-        out = []
+        out: list[ErrorGroup] = []
+        sealed: dict[str, ErrorGroup] = {}
         for group in groups:
             message = group.error_message
-            if message is not None and message.startswith(ERROR_PREFIX):
-                # no event id here: the message reads as encrypted, grouped per value
-                message = "[encrypted error message]"
-                group = group.model_copy(update={"error_message": message})
-            out.append(group)
+            if message is None or not message.startswith(ERROR_PREFIX):
+                out.append(group)
+                continue
+            seen = sealed.get(group.tool_name)
+            if seen is None:
+                sealed[group.tool_name] = group.model_copy(
+                    update={"error_message": "[encrypted error message]"}
+                )
+                out.append(sealed[group.tool_name])
+            else:
+                merged = seen.model_copy(
+                    update={
+                        "count": seen.count + group.count,
+                        "first_seen": min(seen.first_seen, group.first_seen),
+                        "last_seen": max(seen.last_seen, group.last_seen),
+                    }
+                )
+                out[out.index(seen)] = merged
+                sealed[group.tool_name] = merged
         return out
 
 

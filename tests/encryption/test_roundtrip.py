@@ -191,3 +191,16 @@ def test_equality_search_through_the_blind_index(db_path: Path) -> None:
     assert len(hidden) == 3
     assert hidden[0].parameters["pseudonyms"]["account_id"].startswith("hmac:")
     assert hidden[0].parameters["$encrypted"] is True
+
+
+def test_encrypted_error_messages_group_as_one_per_tool(db_path: Path) -> None:
+    with AuditService(db_path, encryption_keys=RING_OLD) as service:
+        record(service, calls=1)
+        record(service, calls=1)
+        groups = service.error_groups()
+        stats = service.tool_stats()
+    charge = [g for g in groups if g.tool_name == "charge"]
+    assert len(charge) == 1
+    assert charge[0].count == 2
+    assert charge[0].error_message == "[encrypted error message]"
+    assert {s.tool_name: s.calls for s in stats} == {"describe": 2, "charge": 2}
