@@ -187,3 +187,17 @@ def test_the_cap_applies_after_pseudonyms(tmp_path: Path) -> None:
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("audit.db*"))
     for account in ids:
         assert account.encode() not in raw
+
+
+@pytest.mark.parametrize("big", [2**70, -(2**70)], ids=["huge", "huge-negative"])
+def test_integers_beyond_64_bits_stay_exact_and_the_text_compact_utf8(big: int) -> None:
+    """orjson refuses such integers; the fallback must still write what every row holds."""
+    doc = {"big": big, "city": "Zürich ☃", "blob": "x" * 5000, "n": [1, 2]}
+    out = shrink(doc, 1000)
+    assert len(out) <= 1000
+    assert f'"big":{big}'.encode() in out  # exact, not a float
+    assert '"city":"Zürich ☃"'.encode() in out  # UTF-8, not \\u escapes
+    assert b'"n":[1,2]' in out  # compact separators
+    assert b": " not in out
+    assert b", " not in out
+    assert json.loads(out)["big"] == big
