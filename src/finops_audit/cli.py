@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -132,6 +132,28 @@ def _closed_pipe() -> NoReturn:
 
 #: 128 + SIGPIPE (13): the status a shell reports for ``git log | head``.
 _SIGPIPE_STATUS = 141
+
+
+class _ChunkedWriter:
+    """A text stream that hands ``stream`` at most 64 KiB at a time.
+
+    ``export -`` writes a whole page in one call; CPython can end such a write to a pipe
+    whose reader has left half-way without raising BrokenPipeError (the rest is
+    dropped and the command exits 0). Smaller writes always report the closed pipe.
+    """
+
+    _CHUNK = 65536
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        for start in range(0, len(text), self._CHUNK):
+            self._stream.write(text[start : start + self._CHUNK])
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 def _open_existing(
@@ -535,7 +557,8 @@ def export(
     with _open_existing(db_path) as service:
         total = service.count(**filters)
         if to_stdout:
-            written = service.export(sys.stdout, fmt, decrypt=decrypt, **filters)
+            stdout = cast(IO[str], _ChunkedWriter(sys.stdout))
+            written = service.export(stdout, fmt, decrypt=decrypt, **filters)
             return
         progress = Progress(
             TextColumn("[bold]exporting"),
