@@ -8,6 +8,8 @@ The same promises are checked in real terminals and pipes in test_cli_pipes.py.
 from __future__ import annotations
 
 import io
+import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,10 @@ from rich.console import Console
 from finops_audit import AuditService
 from finops_audit._cli_table import Column, Layout, clean, shorten
 from finops_audit._cli_views import ENTRY_COLUMNS, Screen
-from finops_audit.cli import main
+from finops_audit._durations import format_duration
+from finops_audit.cli import _error_text, main
+from finops_audit.config import load_settings
+from finops_audit.exceptions import AuditStorageError
 
 from ._util import no_traceback
 from ._wide import BOX_DRAWING, LONG_ERROR, ROWS, SGR, write_wide_trail
@@ -231,3 +236,34 @@ def test_layout_grows_for_rows_seen_later() -> None:
     layout.widen([["1234567", "t"]])
     assert layout.lines(["1234567", "t"])[0].plain == "1234567  t"
     assert first == " 1  t"  # as wide as the header "id"
+
+
+def test_error_text_names_the_file_and_readers_never_speak_of_writing(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    bare = sqlite3.DatabaseError("file is not a database")
+    assert _error_text(bare, db, reading=True) == f"{db}: file is not a database"
+    assert _error_text(bare, None, reading=False) == (
+        f"{load_settings().db_path}: file is not a database"
+    )
+    writing = AuditStorageError(f"cannot write to {db} (disk full); entries are kept and retried")
+    assert _error_text(writing, db, reading=True) == f"cannot read {db} (disk full)"
+    assert _error_text(writing, db, reading=False) == str(writing)
+    missing = FileNotFoundError(2, "No such file or directory", str(db))
+    assert str(db) in _error_text(missing, None, reading=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (timedelta(days=1), "1 day"),
+        (timedelta(days=90), "90 days"),
+        (timedelta(hours=1, minutes=30), "1 hour 30 minutes"),
+        (timedelta(hours=36), "1 day 12 hours"),
+        (timedelta(weeks=2), "14 days"),
+        (timedelta(seconds=61), "1 minute 1 second"),
+        (timedelta(seconds=0.5), "0.5 seconds"),
+        (timedelta(days=10_000), "10,000 days"),
+    ],
+)
+def test_format_duration(value: timedelta, words: str) -> None:
+    assert format_duration(value) == words
