@@ -137,7 +137,10 @@ def _option_row(param: click.Parameter) -> str:
     elif not (isinstance(param, click.Option) and param.is_flag):
         names += f" `{param.type.name.upper()}`"
     default = param.default
-    shown = "" if default is None or default is False or callable(default) else f"`{default}`"
+    unset = type(default).__name__ == "Sentinel"  # click 8.2+: no default given
+    shown = (
+        "" if unset or default is None or default is False or callable(default) else f"`{default}`"
+    )
     return f"| {names} | {shown} | {help_text} |"
 
 
