@@ -111,6 +111,7 @@ def test_a_row_that_is_not_json_is_searched_as_text(svc: AuditService, db_path: 
 
 
 NEEDLES = [
+    "922337203685477580",
     "rue",
     "eu-cent",
     "t_c",
@@ -140,6 +141,10 @@ def test_the_dashboards_python_match_agrees_with_the_store(svc: AuditService) ->
         **VALUES,
         "zone": "EU-Central",
         "big": 2**64,
+        "top": 2**63 - 1,  # the int64 bounds: stored as integers, matched by digits
+        "over": 2**63,  # beyond int64: SQLite reads a real, never matched
+        "bottom": -(2**63),
+        "under": -(2**63) - 1,
         "neg": -4711,
         "none": None,
     }.items():
