@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import os
 import re
 import shutil
@@ -156,7 +157,7 @@ def cli_reference() -> str:
         sub = click.Context(command, info_name=name, parent=ctx)
         usage = " ".join(command.collect_usage_pieces(sub))
         out += [f"### `finops-audit {name}`", "", f"```text\nfinops-audit {name} {usage}\n```", ""]
-        out += [(command.help or "").strip(), ""]
+        out += [inspect.cleandoc(command.help or ""), ""]  # 3.13 dedents docstrings itself
         rows = [
             _option_row(p)
             for p in command.params

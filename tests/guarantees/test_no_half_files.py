@@ -9,6 +9,7 @@ the same name works.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -89,7 +90,7 @@ def test_backup_to_a_full_disk_leaves_nothing_and_the_retry_works(
     code, output = _cli("backup", "--db", str(db), str(dest))  # the same name
     assert code == 0, output
     assert oct(dest.stat().st_mode & 0o777) == "0o600"
-    with sqlite3.connect(dest) as conn:
+    with contextlib.closing(sqlite3.connect(dest)) as conn:
         assert conn.execute("SELECT count(*) FROM audit_logs").fetchone()[0] == 40
 
 

@@ -9,6 +9,7 @@ never. Each case holds a near miss that a wildcard or a key search would find.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_a_row_that_is_not_json_is_searched_as_text(svc: AuditService, db_path: 
 
     tool(x="seed")
     svc.flush()
-    with sqlite3.connect(db_path) as conn:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("DROP TRIGGER IF EXISTS audit_logs_no_update")
         conn.executemany(
             "INSERT INTO audit_logs (timestamp, tool_name, parameters, status) "
