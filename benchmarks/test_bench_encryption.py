@@ -82,7 +82,8 @@ def test_persisted_throughput(benchmark: Any, tmp_path: Path, mode: str) -> None
             path = svc.db_path
             svc.close()
             assert count_rows(path) == N + 1
-    benchmark.extra_info["rows_per_second"] = N / benchmark.stats.stats.median
+    if not benchmark.disabled:  # a smoke run (--benchmark-disable) keeps no statistics
+        benchmark.extra_info["rows_per_second"] = N / benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("mode", ["off", "on"])
