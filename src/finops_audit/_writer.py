@@ -334,17 +334,21 @@ class AuditWriter:
         self._limit = self._max
         return True
 
-    def _drop(self, count: int, reason: str) -> None:
+    def _mark_gap(self, count: int, reason: str) -> None:
+        """Add ``count`` missing entries to the next gap row (the caller holds the lock)."""
         wall = time.time_ns()
+        gap = self._gap
+        if gap is None:
+            self._gap = [count, wall, wall, reason]
+        else:
+            gap[0] += count
+            gap[2] = wall
+            gap[3] = reason
+
+    def _drop(self, count: int, reason: str) -> None:
         with self._lock:
             self._dropped += count
-            gap = self._gap
-            if gap is None:
-                self._gap = [count, wall, wall, reason]
-            else:
-                gap[0] += count
-                gap[2] = wall
-                gap[3] = reason
+            self._mark_gap(count, reason)
             now = time.monotonic()
             if now - self._last_drop_warning < _WARN_INTERVAL:
                 return
@@ -793,16 +797,9 @@ class AuditWriter:
 
     def _lose(self, count: int, reason: str) -> None:
         """Accepted entries that will never be written: counted and marked by a gap row."""
-        wall = time.time_ns()
         with self._lock:
             self._lost += count
-            gap = self._gap
-            if gap is None:
-                self._gap = [count, wall, wall, reason]
-            else:
-                gap[0] += count
-                gap[2] = wall
-                gap[3] = reason
+            self._mark_gap(count, reason)
         logger.error("finops_audit lost %d audit entries because %s", count, reason)
 
     def _log_once(self, what: str, exc: BaseException) -> None:
