@@ -12,11 +12,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .._encoding import decode_parameters
 from ..models import AuditLogEntry
 from ..service import AuditService, _with_caller
 from ..storage._value_match import value_matches
 from ..storage.base import LogQuery
 from ._filters import Filters
+from ._rows import opened
 
 __all__ = [
     "entries_after",
@@ -62,8 +64,13 @@ async def latest_id(service: AuditService) -> int:
 
 
 async def rows_after(service: AuditService, query: LogQuery, after_id: int) -> list[dict[str, Any]]:
-    """Like :func:`entries_after`, as JSON-ready dicts: no models on the streaming path."""
-    return await service._aask(lambda store: store.rows_after(query, after_id))
+    """Like :func:`entries_after`, as JSON-ready dicts: no models on the streaming path.
+
+    The store's ``rows_after`` is the raw export read; encrypted values are opened
+    (or marked) here, as :func:`entries_after` and the live tail's rows show them.
+    """
+    rows = await service._aask(lambda store: store.rows_after(query, after_id))
+    return [opened(service._opener, row) for row in rows]
 
 
 def _when(value: str | datetime) -> datetime:
@@ -92,6 +99,9 @@ def matches(row: dict[str, Any], filters: Filters, pseudonym: str | None) -> boo
             return False
     if filters.param is not None:
         needles = [filters.param] + ([pseudonym] if pseudonym else [])
-        if not any(value_matches(row["parameters"], needle) for needle in needles):
+        parameters = row["parameters"]
+        if isinstance(parameters, str):  # a live tail row's stored text (``_rows``)
+            parameters = decode_parameters(parameters)
+        if not any(value_matches(parameters, needle) for needle in needles):
             return False
     return True

@@ -415,11 +415,15 @@ class SQLiteAuditStore:
         return [row_to_entry(row) for row in rows]
 
     async def rows_after(self, query: LogQuery, after_id: int) -> list[dict[str, Any]]:
+        return [row_to_dict(row) for row in await self.tuples_after(query, after_id)]
+
+    async def tuples_after(self, query: LogQuery, after_id: int) -> list[tuple[Any, ...]]:
+        """:meth:`rows_after` as the stored tuples (``row_to_dict`` order), nothing decoded:
+        the dashboard's live tail writes each one's JSON once from its stored text."""
         where, params = build_where(query)
         where = f"{where} AND id > ?" if where else " WHERE id > ?"
         sql = f"SELECT {_COLUMNS} FROM audit_logs{where} ORDER BY id LIMIT ?"
-        rows = await self._fetch(sql, [*params, after_id, query.limit])
-        return [row_to_dict(row) for row in rows]
+        return await self._fetch(sql, [*params, after_id, query.limit])
 
     async def tool_stats(self, query: LogQuery) -> list[ToolStats]:
         rows = await self._fetch(*analytics_sql.tool_stats_sql(query))
