@@ -10,41 +10,37 @@ settings, so the design note's bare ``@audit_tool`` just works.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import csv
 import functools
 import logging
 import os
 import threading
-import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, TypeVar, cast
-
-import orjson
+from typing import IO, Any, TypeVar
 
 from . import _trails
-from ._anchors import Anchor, AnchorFileError, AnchorLog, read_anchors
+from ._anchors import AnchorLog
 from ._chain import Chainer
-from ._decrypting import DecryptingReader, open_row, verify_sealed
-from ._durations import parse_duration
 from ._fieldcrypt import FieldOpener, keyring_from_settings
-from ._rotation import KeyUsage, RotationReport, key_usage, rotate_keys
-from ._writer import AuditStats, AuditWriter, WriterHooks
+from ._fleet import Fleet
+from ._maintainer import TrailMaintainer, apply_retention
+from ._query_args import MAX_LIMIT, bucket_seconds, make_query, with_caller, with_value
+from ._rotation import KeyUsage, RotationReport
+from ._store_access import Ask, StoreAccess
+from ._trail_reader import TrailReader
+from ._writer import AuditStats, AuditWriter
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
-from .exceptions import AuditClosedError, AuditConfigError, AuditTimeoutError
-from .forwarding._forwarder import Forwarder
+from .exceptions import AuditConfigError, AuditTimeoutError
 from .forwarding._setup import build_central_store, build_forwarders
 from .maintenance import BackupReport, PurgeReport, VerifyReport
 from .models import AuditLogEntry, AuditStatus
 from .redaction import Redactor
-from .storage._loop import LoopThread
-from .storage.base import AuditReader, AuditStore, LogQuery
+from .storage.base import LogQuery
 from .storage.sqlite import SQLiteAuditStore
 
 __all__ = [
@@ -57,9 +53,6 @@ __all__ = [
 T = TypeVar("T")
 
 logger = logging.getLogger("finops_audit")
-
-#: Largest ``limit`` one ``get_logs`` call may ask for; page with ``offset`` beyond it.
-MAX_LIMIT = 100_000
 
 
 class AuditService:
@@ -107,7 +100,6 @@ class AuditService:
             hmac_keys=settings.hmac_fields,
             custom=redactor,
         )
-        self._closed = False
         # Encrypted fields: plaintext with the keyring, markers without (_decrypting).
         self._opener = FieldOpener(keyring_from_settings(settings))
         self._central = build_central_store(settings, self._verifier)
@@ -123,13 +115,16 @@ class AuditService:
         else:
             self._trail, built = _trails.acquire(settings, redactor, self._build_writer)
         self._writer = self._trail.writer
-        self._fleet: _Fleet = self._trail.fleet  # type: ignore[assignment]
-        self._central_loop = LoopThread("finops-audit-central") if self._central else None
+        self._fleet: Fleet = self._trail.fleet  # type: ignore[assignment]
+        # Reads and maintenance go through one way to the store (see _store_access).
+        self._access = StoreAccess(settings, self._trail, self._central, self._opener, read_only)
+        self._reader = TrailReader(self._access, self._verifier)
+        self._maintainer = TrailMaintainer(self._access, self._verifier)
         if built and self._fleet.forwarders and self.db_path.exists():
             # A replica restarted with a backlog ships it even before its first call.
             self._fleet.start()
 
-    def _build_writer(self) -> tuple[AuditWriter, _Fleet]:
+    def _build_writer(self) -> tuple[AuditWriter, Fleet]:
         # The file is fixed now: a later chdir must not move the trail.
         settings = self.settings.model_copy(
             update={"db_path": Path(_trails.trail_key(self.settings.db_path))}
@@ -137,7 +132,7 @@ class AuditService:
         # The writer outlives an unclosed service (it is drained at exit), so
         # nothing it holds may refer back to the service: plain partials.
         retention = (
-            functools.partial(_apply_retention, settings.retention_days, self._verifier)
+            functools.partial(apply_retention, settings.retention_days, self._verifier)
             if settings.retention_days is not None
             else None
         )
@@ -163,7 +158,7 @@ class AuditService:
         # With a central store, retention is applied there (and to the buffer only
         # below the forwarding cursor), never to rows still waiting to be sent.
         forwarders = [] if self._read_only else build_forwarders(settings, self._verifier)
-        fleet = _Fleet(forwarders, settings.forward_timeout)
+        fleet = Fleet(forwarders, settings.forward_timeout)
         if fleet.forwarders:
             retention = None  # the forwarders apply it, never above their cursors
         hooks = fleet.hooks() if fleet.forwarders else None
@@ -177,11 +172,7 @@ class AuditService:
     @property
     def closed(self) -> bool:
         """True once this handle is closed (or its writer was)."""
-        return self._closed or self._writer.closed
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise AuditClosedError("this audit service is closed; create a new AuditService")
+        return self._access.closed
 
     @property
     def trail(self) -> str:
@@ -199,89 +190,6 @@ class AuditService:
         return f"<AuditService db_path={str(self.db_path)!r}{where} {state}>"
 
     # ------------------------------------------------------------------ queries
-
-    def _catch_up(self) -> None:
-        """Read-your-writes: this service's accepted entries are in the store read.
-
-        Only the central store's forwarder is waited for: an OTLP collector
-        being down must not stop queries. Reading a central store, the other
-        trails of this process that forward to it are caught up too. A
-        read-only service flushes the writer a service of this process keeps
-        open on its file.
-        """
-        self._check_open()
-        self._writer.flush(timeout=self.settings.close_timeout)
-        if self._read_only:
-            _flush_writing(self._trail.key, self.settings.close_timeout)
-        if self._central is None:
-            return
-        if self._writer.stats().accepted:
-            self._forward(self.settings.close_timeout, central_only=True)
-        for peer in _trails.trails_to(self.settings):
-            if peer is not self._trail and not peer.writer.closed:
-                _catch_up_peer(peer, self.settings.close_timeout)
-
-    async def _acatch_up(self) -> None:
-        self._check_open()
-        await self._writer.aflush(timeout=self.settings.close_timeout)
-        if self._read_only:
-            await asyncio.to_thread(_flush_writing, self._trail.key, self.settings.close_timeout)
-        if self._central is None:
-            return
-        if self._writer.stats().accepted:
-            await self._aforward(self.settings.close_timeout, central_only=True)
-        for peer in _trails.trails_to(self.settings):
-            if peer is not self._trail and not peer.writer.closed:
-                await asyncio.to_thread(_catch_up_peer, peer, self.settings.close_timeout)
-
-    def _ask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
-        """Run ``ask`` on the store queries read: the central one if configured."""
-        ask = self._opening(ask)
-        if self._central is not None and self._central_loop is not None:
-            if self.closed:
-                raise AuditClosedError("this audit service is closed; create a new AuditService")
-            try:
-                return self._central_loop.run(ask(self._central))
-            except concurrent.futures.CancelledError:
-                raise AuditClosedError("the audit service was closed during the query") from None
-        self._check_open()
-        return self._writer.run(ask)
-
-    def _opening(
-        self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]
-    ) -> Callable[[AuditReader], Coroutine[Any, Any, T]]:
-        """``ask`` over a view of the store whose entries have encrypted fields opened."""
-        opener = self._opener
-
-        def opened(store: AuditReader) -> Coroutine[Any, Any, T]:
-            return ask(cast(AuditReader, DecryptingReader(store, opener)))
-
-        return opened
-
-    async def _aask(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
-        ask = self._opening(ask)
-        if self._central is not None and self._central_loop is not None:
-            if self.closed:
-                raise AuditClosedError("this audit service is closed; create a new AuditService")
-            try:
-                return await self._central_loop.arun(ask(self._central))
-            except asyncio.CancelledError:
-                if self.closed:
-                    raise AuditClosedError(
-                        "the audit service was closed during the query"
-                    ) from None
-                raise
-        self._check_open()
-        return await self._writer.arun(ask)
-
-    def _read(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
-        """Run ``ask`` after a flush: a query sees every call that returned."""
-        self._catch_up()
-        return self._ask(ask)
-
-    async def _aread(self, ask: Callable[[AuditReader], Coroutine[Any, Any, T]]) -> T:
-        await self._acatch_up()
-        return await self._aask(ask)
 
     def get_logs(
         self,
@@ -312,8 +220,8 @@ class AuditService:
         caller columns exactly.
         """
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
-        query = _with_caller(query, user, client_name, session_id, request_id)
-        return self._read(lambda store: store.query(query))
+        query = with_caller(query, user, client_name, session_id, request_id)
+        return self._reader.logs(query)
 
     async def aget_logs(
         self,
@@ -331,8 +239,8 @@ class AuditService:
     ) -> list[AuditLogEntry]:
         """:meth:`get_logs` for async code; never blocks the event loop."""
         query = self._query(tool_name, status, since, until, limit, offset, parameter_value)
-        query = _with_caller(query, user, client_name, session_id, request_id)
-        return await self._aread(lambda store: store.query(query))
+        query = with_caller(query, user, client_name, session_id, request_id)
+        return await self._reader.alogs(query)
 
     def _query(
         self,
@@ -344,17 +252,13 @@ class AuditService:
         offset: int,
         parameter_value: str | None,
     ) -> LogQuery:
+        """``get_logs`` filters as a store query (the dashboard's filters use it too)."""
         query = make_query(tool_name, status, since, until, limit, offset)
-        if parameter_value is None:
-            return query
-        if not isinstance(parameter_value, str) or not parameter_value:
-            raise AuditConfigError(
-                f"parameter_value must be a non-empty string, not {parameter_value!r}"
-            )
-        pseudonym = (
-            self.redactor.pseudonym(parameter_value) if self.settings.hmac_key is not None else None
-        )
-        return replace(query, parameter_value=parameter_value, pseudonym=pseudonym)
+        return with_value(query, parameter_value, self.redactor, self.settings.hmac_key is not None)
+
+    async def _aask(self, ask: Ask[T]) -> T:
+        """Ask the store queries read without catching up (the dashboard's live tail)."""
+        return await self._access.aask(ask)
 
     def count(
         self,
@@ -364,8 +268,7 @@ class AuditService:
         until: datetime | str | None = None,
     ) -> int:
         """How many entries match the filters."""
-        query = make_query(tool_name, status, since, until, 1, 0)
-        return self._read(lambda store: store.count(query))
+        return self._reader.count(make_query(tool_name, status, since, until, 1, 0))
 
     def iter_logs(
         self,
@@ -376,15 +279,8 @@ class AuditService:
         page_size: int = 5000,
     ) -> Iterator[AuditLogEntry]:
         """Every matching entry, oldest first, fetched in keyset pages (bounded memory)."""
-        query = make_query(tool_name, status, since, until, page_size, 0)
-        self._catch_up()
-        after = 0
-        while True:
-            page = self._ask(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
-            yield from page
-            if len(page) < page_size:
-                return
-            after = page[-1].id
+        # A generator here too: arguments are checked on the first next(), as always.
+        yield from self._reader.iter_logs(make_query(tool_name, status, since, until, page_size, 0))
 
     def export(
         self,
@@ -414,31 +310,7 @@ class AuditService:
                 "AUDIT_ENCRYPTION_KEYS_FILE (a plain export keeps the ciphertext)"
             )
         query = make_query(tool_name, status, since, until, page_size, 0)
-        self._catch_up()
-        writer = None
-        if fmt == "csv":
-            writer = csv.DictWriter(
-                stream, fieldnames=list(AuditLogEntry.model_fields), lineterminator="\n"
-            )
-            writer.writeheader()
-        after = written = 0
-        while True:
-            page = self._ask(lambda store, a=after: store.rows_after(query, a))  # type: ignore[misc]
-            if decrypt:
-                page = [open_row(self._opener, row) for row in page]
-            if writer is not None:
-                for row in page:
-                    row["parameters"] = orjson.dumps(row["parameters"]).decode()
-                    row["labels"] = orjson.dumps(row["labels"]).decode() if row["labels"] else ""
-                writer.writerows(page)
-            else:
-                stream.write("".join(orjson.dumps(row).decode() + "\n" for row in page))
-            written += len(page)
-            if progress is not None:
-                progress(len(page))
-            if len(page) < page_size:
-                return written
-            after = page[-1]["id"]
+        return self._reader.export(stream, fmt, query, progress, decrypt)
 
     async def aiter_logs(
         self,
@@ -450,15 +322,8 @@ class AuditService:
     ) -> AsyncIterator[AuditLogEntry]:
         """:meth:`iter_logs` for async code."""
         query = make_query(tool_name, status, since, until, page_size, 0)
-        await self._acatch_up()
-        after = 0
-        while True:
-            page = await self._aask(lambda store, a=after: store.page_after(query, a))  # type: ignore[misc]
-            for entry in page:
-                yield entry
-            if len(page) < page_size:
-                return
-            after = page[-1].id
+        async for entry in self._reader.aiter_logs(query):
+            yield entry
 
     # ------------------------------------------------------------------ analytics
 
@@ -469,8 +334,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[ToolStats]:
         """Per tool: calls, failures, failure rate, latency p50/p95/p99/max; busiest first."""
-        query = make_query(tool_name, None, since, until, 1, 0)
-        return self._read(lambda store: store.tool_stats(query))
+        return self._reader.tool_stats(make_query(tool_name, None, since, until, 1, 0))
 
     async def atool_stats(
         self,
@@ -478,8 +342,7 @@ class AuditService:
         until: datetime | str | None = None,
         tool_name: str | None = None,
     ) -> list[ToolStats]:
-        query = make_query(tool_name, None, since, until, 1, 0)
-        return await self._aread(lambda store: store.tool_stats(query))
+        return await self._reader.atool_stats(make_query(tool_name, None, since, until, 1, 0))
 
     def slowest_calls(
         self,
@@ -489,8 +352,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[AuditLogEntry]:
         """The slowest calls in the window, slowest first."""
-        query = make_query(tool_name, None, since, until, limit, 0)
-        return self._read(lambda store: store.slowest(query))
+        return self._reader.slowest(make_query(tool_name, None, since, until, limit, 0))
 
     async def aslowest_calls(
         self,
@@ -499,8 +361,7 @@ class AuditService:
         until: datetime | str | None = None,
         tool_name: str | None = None,
     ) -> list[AuditLogEntry]:
-        query = make_query(tool_name, None, since, until, limit, 0)
-        return await self._aread(lambda store: store.slowest(query))
+        return await self._reader.aslowest(make_query(tool_name, None, since, until, limit, 0))
 
     def error_groups(
         self,
@@ -510,8 +371,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[ErrorGroup]:
         """Recent failures grouped by tool and error message, most recently seen first."""
-        query = make_query(tool_name, None, since, until, limit, 0)
-        return self._read(lambda store: store.error_groups(query))
+        return self._reader.error_groups(make_query(tool_name, None, since, until, limit, 0))
 
     async def aerror_groups(
         self,
@@ -521,7 +381,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[ErrorGroup]:
         query = make_query(tool_name, None, since, until, limit, 0)
-        return await self._aread(lambda store: store.error_groups(query))
+        return await self._reader.aerror_groups(query)
 
     def calls_over_time(
         self,
@@ -532,8 +392,7 @@ class AuditService:
     ) -> list[TimeBucket]:
         """Calls and failures per time bucket (``"1m"``, ``"1h"``, ``"1d"``, or seconds)."""
         query = make_query(tool_name, None, since, until, 1, 0)
-        seconds = _bucket_seconds(bucket)
-        return self._read(lambda store: store.time_buckets(query, seconds))
+        return self._reader.time_buckets(query, bucket_seconds(bucket))
 
     async def acalls_over_time(
         self,
@@ -543,8 +402,7 @@ class AuditService:
         tool_name: str | None = None,
     ) -> list[TimeBucket]:
         query = make_query(tool_name, None, since, until, 1, 0)
-        seconds = _bucket_seconds(bucket)
-        return await self._aread(lambda store: store.time_buckets(query, seconds))
+        return await self._reader.atime_buckets(query, bucket_seconds(bucket))
 
     # ------------------------------------------------------------------ maintenance
 
@@ -556,35 +414,10 @@ class AuditService:
         or changed, when rows were deleted from the end, or when a line of the
         file is garbled or forged (``problem`` names the file and line).
         """
-        found = self._anchors(anchors)
-        if isinstance(found, VerifyReport):
-            return found
-        return self._read(lambda store: verify_sealed(store, self._verifier, found, self._opener))
+        return self._reader.verify(anchors)
 
     async def averify(self, anchors: str | os.PathLike[str] | None = None) -> VerifyReport:
-        found = await asyncio.to_thread(self._anchors, anchors)
-        if isinstance(found, VerifyReport):
-            return found
-        return await self._aread(
-            lambda store: verify_sealed(store, self._verifier, found, self._opener)
-        )
-
-    def _anchors(
-        self, path: str | os.PathLike[str] | None
-    ) -> tuple[list[Anchor], str] | VerifyReport:
-        if path is None:
-            return [], ""
-        if self._central is not None:
-            raise AuditConfigError(
-                "an anchor file checks one SQLite trail: verify the replica's file "
-                "(unset AUDIT_DB_URL); the central trail is checked against its own anchors"
-            )
-        try:
-            return read_anchors(Path(path), self._verifier), str(path)
-        except AnchorFileError as exc:
-            return VerifyReport(
-                ok=False, rows_checked=0, problem=str(exc), keyed=self._verifier.keyed
-            )
+        return await self._reader.averify(anchors)
 
     def purge(self, older_than: str | int | timedelta) -> PurgeReport:
         """Delete entries older than ``older_than`` (``"90d"``, seconds, a timedelta).
@@ -592,25 +425,17 @@ class AuditService:
         Deletes in small transactions so running writers are not stalled, and
         leaves a signed checkpoint so the remaining trail still verifies.
         """
-        cutoff = datetime.now(timezone.utc) - parse_duration(older_than, name="older_than")
-        return self._ask(lambda store: store.purge(cutoff, self._verifier))
+        return self._maintainer.purge(older_than)
 
     async def apurge(self, older_than: str | int | timedelta) -> PurgeReport:
-        cutoff = datetime.now(timezone.utc) - parse_duration(older_than, name="older_than")
-        return await self._aask(lambda store: store.purge(cutoff, self._verifier))
+        return await self._maintainer.apurge(older_than)
 
     def backup(self, dest: str | os.PathLike[str]) -> BackupReport:
         """An online, consistent copy at ``dest`` (which must not exist), mode 0600."""
-        self._catch_up()
-        target = Path(dest)
-        return self._ask(lambda store: store.backup(target))
+        return self._maintainer.backup(dest)
 
     async def abackup(self, dest: str | os.PathLike[str]) -> BackupReport:
-        await self._acatch_up()
-        target = Path(dest)
-        return await self._aask(lambda store: store.backup(target))
-
-    # ------------------------------------------------------------------ lifecycle
+        return await self._maintainer.abackup(dest)
 
     def rotate_keys(
         self, batch_size: int = 200, progress: Callable[[int], None] | None = None
@@ -621,36 +446,13 @@ class AuditService:
         Ciphertexts never change, so ``verify`` passes before, during and after.
         A key may leave the keyring once :meth:`key_usage` counts no row for it.
         """
-        if self._opener.keyring is None:
-            raise AuditConfigError(
-                "rotate-keys needs the keyring: set AUDIT_ENCRYPTION_KEYS (or _FILE) with the "
-                "new key first, followed by the old ones"
-            )
-        self._check_local("rotate-keys")
-        if not 1 <= batch_size <= 100_000:
-            raise AuditConfigError(f"batch_size must be 1-100000, not {batch_size!r}")
-        self._catch_up()
-        return rotate_keys(
-            self.db_path,
-            self._opener,
-            batch_size=batch_size,
-            busy_timeout=self.settings.busy_timeout,
-            progress=progress,
-        )
+        return self._maintainer.rotate_keys(batch_size, progress)
 
     def key_usage(self) -> KeyUsage:
         """Rows per encryption key id (``rotate-keys --status``); needs no key."""
-        self._check_local("rotate-keys --status")
-        self._catch_up()
-        return key_usage(self.db_path, self.settings.busy_timeout)
+        return self._maintainer.key_usage()
 
-    def _check_local(self, what: str) -> None:
-        self._check_open()
-        if self._central is not None:
-            raise AuditConfigError(
-                f"{what} works on a local trail: run it where AUDIT_DB_PATH is, without "
-                "AUDIT_DB_URL (central rows keep the wraps they were forwarded with)"
-            )
+    # ------------------------------------------------------------------ lifecycle
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once every entry accepted so far is committed to the database.
@@ -658,11 +460,11 @@ class AuditService:
         The writer is shared by every service on this file in the process, so
         that covers the entries handed to any of them.
         """
-        self._check_open()
+        self._access.check_open()
         self._writer.flush(timeout)
 
     async def aflush(self, timeout: float | None = None) -> None:
-        self._check_open()
+        self._access.check_open()
         await self._writer.aflush(timeout)
 
     def forward(self, timeout: float | None = None) -> None:
@@ -674,45 +476,12 @@ class AuditService:
         ``close_timeout``). Without ``AUDIT_DB_URL`` or ``AUDIT_OTLP_ENDPOINT``
         it is :meth:`flush`.
         """
-        self._forward(self.settings.close_timeout if timeout is None else timeout)
+        self._access.forward(self.settings.close_timeout if timeout is None else timeout)
 
     async def aforward(self, timeout: float | None = None) -> None:
         """:meth:`forward` for async code; never blocks the event loop, and cancelling
         it stops the wait (the entries are still delivered in the background)."""
-        await self._aforward(self.settings.close_timeout if timeout is None else timeout)
-
-    def _forwarders(self, central_only: bool) -> list[Forwarder]:
-        if self.closed:
-            raise AuditClosedError("this audit service is closed; create a new AuditService")
-        self._writer.start()
-        return [f for f in self._fleet.forwarders if not central_only or f.sink_name == "postgres"]
-
-    def _forward(self, wait: float, central_only: bool = False) -> None:
-        deadline = time.monotonic() + wait
-        self._writer.flush(timeout=wait)
-        if not self._fleet.forwarders:
-            return
-        for forwarder in self._forwarders(central_only):
-            forwarder.wait_forwarded(max(deadline - time.monotonic(), 0.0))
-
-    async def _aforward(self, wait: float, central_only: bool = False) -> None:
-        deadline = time.monotonic() + wait
-        await self._writer.aflush(timeout=wait)
-        if not self._fleet.forwarders:
-            return
-        forwarders = await asyncio.to_thread(self._forwarders, central_only)
-        for forwarder in forwarders:
-            goal = await asyncio.to_thread(forwarder.goal)
-            # Short slices in a thread: a cancelled aforward leaves no long wait behind.
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    await asyncio.to_thread(forwarder.wait_forwarded, min(max(left, 0), 0.2), goal)
-                    break
-                except AuditTimeoutError:
-                    if time.monotonic() >= deadline:
-                        behind = await asyncio.to_thread(forwarder.behind, goal)
-                        raise forwarder.late(wait, behind) from None
+        await self._access.aforward(self.settings.close_timeout if timeout is None else timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything accepted, then stop the writer. Safe to call twice.
@@ -722,9 +491,9 @@ class AuditService:
         other services in the process use the same file, closing this one
         only flushes: the shared writer stops with the last of them.
         """
-        if self._closed:
+        if self._access.handle_closed:
             return
-        self._closed = True
+        self._access.handle_closed = True
         wait = self.settings.close_timeout if timeout is None else timeout
         try:
             if not _trails.release(self._trail):
@@ -735,12 +504,12 @@ class AuditService:
             finally:
                 self._fleet.close()
         finally:
-            self._stop_central()
+            self._access.stop_central()
 
     async def aclose(self, timeout: float | None = None) -> None:
-        if self._closed:
+        if self._access.handle_closed:
             return
-        self._closed = True
+        self._access.handle_closed = True
         wait = self.settings.close_timeout if timeout is None else timeout
         try:
             if not _trails.release(self._trail):
@@ -751,7 +520,7 @@ class AuditService:
             finally:
                 await asyncio.to_thread(self._fleet.close)
         finally:
-            await asyncio.to_thread(self._stop_central)
+            await asyncio.to_thread(self._access.stop_central)
 
     def _flush_shared(self, wait: float) -> None:
         """Closing one of several handles: flush, never stop the others' writer."""
@@ -766,10 +535,6 @@ class AuditService:
                 exc,
                 self._trail.key,
             )
-
-    def _stop_central(self) -> None:
-        if self._central_loop is not None and self._central is not None:
-            self._central_loop.stop(self._central.close())
 
     def stats(self) -> AuditStats:
         """Counters of the writer (accepted, written, pending, dropped, last error)
@@ -812,7 +577,8 @@ class AuditService:
     def __del__(self) -> None:
         writer = getattr(self, "_writer", None)
         trail = getattr(self, "_trail", None)
-        if trail is None or self._closed or trail.refs > 1:
+        access = getattr(self, "_access", None)
+        if trail is None or access is None or access.handle_closed or trail.refs > 1:
             return  # another handle keeps the writer: nothing waits for exit
         if writer is not None and not writer.closed and writer.stats().running:
             warnings.warn(
@@ -822,140 +588,6 @@ class AuditService:
                 stacklevel=2,
                 source=self,
             )
-
-
-class _Fleet:
-    """The forwarders of one service; the writer's hooks refer to this, not the service."""
-
-    def __init__(self, forwarders: list[Forwarder], timeout: float) -> None:
-        self.forwarders = forwarders
-        self._timeout = timeout
-
-    def hooks(self) -> WriterHooks:
-        return WriterHooks(started=self.start, committed=self.notify, closed=self.close)
-
-    def start(self) -> None:
-        for forwarder in self.forwarders:
-            forwarder.start()
-
-    def notify(self) -> None:
-        for forwarder in self.forwarders:
-            forwarder.notify()
-
-    def close(self) -> None:
-        deadline = time.monotonic() + self._timeout
-        for forwarder in self.forwarders:
-            forwarder.close(max(deadline - time.monotonic(), 0.0))
-
-
-def _flush_writing(key: str, wait: float) -> None:
-    """A read-only service reads what a writer of this process accepted on its file."""
-    trail = _trails.writing(key)
-    if trail is None:
-        return
-    try:
-        trail.writer.flush(timeout=wait)
-    except AuditClosedError:
-        pass  # closed meanwhile: it drained
-
-
-def _catch_up_peer(peer: _trails.Trail, wait: float) -> None:
-    """Another trail of this process forwarding to the same central store."""
-    deadline = time.monotonic() + wait
-    try:
-        peer.writer.flush(timeout=wait)
-    except AuditClosedError:
-        return
-    fleet: _Fleet = peer.fleet  # type: ignore[assignment]
-    if not peer.writer.stats().accepted:
-        return
-    for forwarder in fleet.forwarders:
-        if forwarder.sink_name == "postgres":
-            forwarder.wait_forwarded(max(deadline - time.monotonic(), 0.0))
-
-
-def _with_caller(
-    query: LogQuery,
-    user: str | None,
-    client_name: str | None,
-    session_id: str | None,
-    request_id: str | int | None,
-) -> LogQuery:
-    pairs = []
-    for name, value in (
-        ("user", user),
-        ("client_name", client_name),
-        ("session_id", session_id),
-        ("request_id", request_id),
-    ):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise AuditConfigError(f"{name} must be a string, not {value!r}")
-        pairs.append((name, str(value)))
-    return replace(query, caller=tuple(pairs)) if pairs else query
-
-
-async def _apply_retention(days: float, chainer: Chainer, store: AuditStore) -> PurgeReport:
-    return await store.purge(datetime.now(timezone.utc) - timedelta(days=days), chainer)
-
-
-def _bucket_seconds(bucket: str | int | timedelta) -> int:
-    seconds = int(parse_duration(bucket, name="bucket").total_seconds())
-    if seconds < 1:
-        raise AuditConfigError(f"bucket={bucket!r} must be at least one second")
-    return seconds
-
-
-def _as_datetime(name: str, value: datetime | str | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise AuditConfigError(
-                f"{name}={value!r} is not an ISO-8601 date or time (e.g. 2026-11-28T04:00:00Z)"
-            ) from None
-    if not isinstance(value, datetime):
-        raise AuditConfigError(f"{name} must be a datetime or an ISO-8601 string, not {value!r}")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def make_query(
-    tool_name: str | None,
-    status: AuditStatus | str | None,
-    since: datetime | str | None,
-    until: datetime | str | None,
-    limit: int,
-    offset: int,
-) -> LogQuery:
-    """Validate ``get_logs`` arguments; a bad one raises :class:`AuditConfigError`."""
-    if tool_name is not None and not isinstance(tool_name, str):
-        raise AuditConfigError(f"tool_name must be a string, not {tool_name!r}")
-    parsed_status: AuditStatus | None = None
-    if status is not None:
-        try:
-            parsed_status = AuditStatus(status.upper() if isinstance(status, str) else status)
-        except ValueError:
-            accepted = ", ".join(s.value for s in AuditStatus)
-            raise AuditConfigError(
-                f"status={status!r} is invalid; use one of: {accepted}"
-            ) from None
-    for name, number, low in (("limit", limit, 1), ("offset", offset, 0)):
-        if isinstance(number, bool) or not isinstance(number, int):
-            raise AuditConfigError(f"{name} must be an integer, not {number!r}")
-        if number < low:
-            raise AuditConfigError(f"{name}={number} must be at least {low}")
-    if limit > MAX_LIMIT:
-        raise AuditConfigError(f"limit={limit} is more than {MAX_LIMIT}; page with offset")
-    start = _as_datetime("since", since)
-    end = _as_datetime("until", until)
-    if start is not None and end is not None and start > end:
-        raise AuditConfigError(f"since ({start.isoformat()}) is after until ({end.isoformat()})")
-    return LogQuery(tool_name, parsed_status, start, end, limit, offset)
 
 
 _default: AuditService | None = None

@@ -13,8 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from .._encoding import decode_parameters
+from .._query_args import with_caller
 from ..models import AuditLogEntry
-from ..service import AuditService, _with_caller
+from ..service import AuditService
 from ..storage._value_match import value_matches
 from ..storage.base import LogQuery
 from ._filters import Filters
@@ -42,7 +43,7 @@ def filtered_query(service: AuditService, filters: Filters, limit: int) -> LogQu
         0,
         kwargs["parameter_value"],
     )
-    return _with_caller(query, filters.user, filters.client, filters.session, None)
+    return with_caller(query, filters.user, filters.client, filters.session, None)
 
 
 async def entries_after(
