@@ -2,7 +2,8 @@
 
 Everything that can be decided is decided at decoration time: whether auditing
 is on (off returns the function itself), the recorded name, how arguments are
-named and encoded, which service receives the entry. The per-call path is two
+named and encoded, which service receives the entry, and (declared once to the
+redaction pre-check) the tool's parameter names. The per-call path is two
 clocks, one ``orjson.dumps`` of the arguments, a tuple and one ``deque.append``.
 
 Put the MCP server's decorator outermost::
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from . import _signals
 from ._encoding import describe_exception, make_param_snapshot
 from ._mcp_context import HIDDEN, hidden_context_type, make_capture
+from ._prescan import declare_parameters
 from ._writer import AuditWriter, Entry, flush_all
 from .config import load_settings
 from .context import call_slot
@@ -128,6 +130,7 @@ def _audit_async(
     if not enabled:
         return fn
     snapshot = make_param_snapshot(fn, max_bytes)
+    declare_parameters(fn)  # the writer's redaction pre-check learns the plain names
     capture = make_capture()
     hidden = _accept_hidden_context(fn)
     time_ns = time.time_ns
@@ -227,6 +230,7 @@ def _audit_sync(
     if not enabled:
         return fn
     snapshot = make_param_snapshot(fn, max_bytes)
+    declare_parameters(fn)  # the writer's redaction pre-check learns the plain names
     capture = make_capture()
     hidden = _accept_hidden_context(fn)
     time_ns = time.time_ns

@@ -22,13 +22,13 @@ Runs on the writer's side, never in the tool call, and before any size cap
 4. A ``custom`` callable gets the decoded parameters last; if it raises, the
    parameters are stored as ``{"$redaction_failed": "<ExceptionType>"}``.
 
-A raw-text pre-check skips the JSON walk for the common entry that has no
-candidate key or value, so the cost is a couple of regex scans per row.
+A pre-check over the whole batch's raw bytes (:mod:`finops_audit._prescan`)
+skips the JSON walk for the common entry that has no candidate key or value:
+a few C passes per batch, not per row or per word.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import hmac
 import re
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._chain import pseudonym_key
+from ._prescan import Prescan
 from ._secret_keys import KeyRule
 
 if TYPE_CHECKING:
@@ -90,8 +91,8 @@ DEFAULT_SENSITIVE_KEYS = frozenset(
 )
 
 _SEPARATORS = re.compile(r"[\s_\-.:/]")
-_SQUASH = b" \t\n_-.:/"
 _UPPER = re.compile(r"[A-Z]")
+_LOWER = re.compile(r"[a-z]")
 # Literal roots that any sensitive key or secret-shaped value contains once
 # lower-cased and stripped of separators; a hit only means "walk this entry".
 # Value roots; the key roots come from :data:`finops_audit._secret_keys.ROOTS`.
@@ -109,12 +110,9 @@ _ROOTS = frozenset(
         "agpa",
     }
 )
-_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+"
-_B64_TO_A = bytes(b"a"[0] if i in _B64 else b" "[0] for i in range(256))
-_B64_RUN = b"a" * 40
-_DIGITS = bytes(b"0"[0] if i in b"0123456789" else b" "[0] for i in range(256))
-_DIGIT_RUN = b"0" * 12
-_LOWER = re.compile(r"[a-z]")
+# Extra patterns that can match a decoded string but not the same text inside
+# its JSON quotes (anchors, lookarounds): with one, every entry is walked.
+_CONTEXT_SENSITIVE = re.compile(r"\^|\$|\\[AZ]|\(\?<?[=!]")
 
 _VALUE_PATTERNS = (
     # PEM private key blocks (RSA, EC, OPENSSH, encrypted, ...)
@@ -130,21 +128,6 @@ _VALUE_PATTERNS = (
 )
 _ACCOUNT_ID = r"(?<![0-9])[0-9]{12}(?![0-9])"
 _ARN = r"\barn:aws[a-zA-Z-]*:[a-zA-Z0-9-]*:[a-z0-9-]*:[0-9]{0,12}:[^\s\"',]+"
-
-
-def _trie(words: list[str]) -> str:
-    """One alternation per first letter (``a(?:uth|pikey)|b(?:earer)``): ~2x faster in ``re``."""
-    groups: dict[str, list[str]] = {}
-    for word in words:
-        if word:
-            groups.setdefault(word[0], []).append(word[1:])
-    parts = []
-    for first, rests in sorted(groups.items()):
-        if "" in rests:  # the bare letter already matches every longer word
-            parts.append(re.escape(first))
-        else:
-            parts.append(re.escape(first) + "(?:" + "|".join(map(re.escape, sorted(rests))) + ")")
-    return "|".join(parts)
 
 
 def normalise_key(key: str) -> str:
@@ -167,6 +150,8 @@ class Redactor:
     ) -> None:
         self.enabled = enabled
         extra_keys = list(extra_keys)
+        extra_patterns = list(extra_patterns)
+        hmac_keys = list(hmac_keys)
         self._rule = KeyRule(extra_keys, exact=DEFAULT_SENSITIVE_KEYS)
         self._secret_key = self._rule.secret
         patterns = [*_VALUE_PATTERNS, *extra_patterns]
@@ -181,26 +166,24 @@ class Redactor:
         self._ids = re.compile("|".join(f"(?:{p})" for p in ids)) if ids else None
         self._custom = custom
         self._extra_values = [re.compile(p) for p in extra_patterns]
-        roots = _ROOTS | self._rule.roots | self._hmac_names
-        self._roots_re = re.compile(_trie(sorted(roots)).encode())
-        # For the batch search, drop roots that contain a shorter root.
-        self._roots = tuple(
-            r.encode() for r in sorted(roots) if r and not any(o != r and o in r for o in roots)
+        # Names with a quote or backslash could end in a declared plain name
+        # (``a"max_tokens``): then no declared key is blanked in the pre-check.
+        odd = any(c in k for k in [*extra_keys, *hmac_keys] for c in '"\\')
+        self._prescan = Prescan(
+            _ROOTS | self._rule.roots | self._hmac_names,
+            ids=self._ids is not None,
+            is_plain=None if odd else self._plain,
+        )
+        self._walk_all = custom is not None or any(
+            _CONTEXT_SENSITIVE.search(p) for p in extra_patterns
         )
         # Caller fields repeat (one user, one session): decide each text once.
         self._field = lru_cache(maxsize=4096)(self._scrub_field)
         self._short = 0 if extra_patterns else _SHORTEST_SECRET
 
-    def _candidate(self, raw: bytes) -> bool:
-        """Cheap, on bytes: could this hold anything to redact? (A false hit costs a walk.)"""
-        squashed = raw.lower().translate(None, _SQUASH)
-        if self._roots_re.search(squashed) is not None:
-            return True
-        if _B64_RUN in raw.translate(_B64_TO_A):
-            return True
-        if self._ids is not None and (b"arn:" in raw or _DIGIT_RUN in raw.translate(_DIGITS)):
-            return True
-        return any(p.search(raw.decode("utf-8", "replace")) for p in self._extra_values)
+    def _plain(self, name: str) -> bool:
+        """Would the walk leave a key of this name (and its place) as it is?"""
+        return not self._secret_key(name) and normalise_key(name) not in self._hmac_names
 
     @staticmethod
     def _secret_or_keep(match: re.Match[str]) -> str:
@@ -241,43 +224,22 @@ class Redactor:
         return self.entry(raw, None)[0]
 
     def candidates(self, raws: list[bytes]) -> list[bool]:
-        """:meth:`_candidate` for a whole batch at once (the writer's per-row cost).
+        """For each raw parameters document of a batch: does it need the walk?
 
-        One buffer of the batch is searched with ``bytes.find`` per root, which
-        runs in C over the whole batch; Python then only looks at the entries
-        that hit. Separators keep a match from spanning two entries.
+        A few C passes over the whole batch (:mod:`finops_audit._prescan`); a
+        ``False`` is certain, a ``True`` only costs a walk. Extra patterns are
+        searched per document, on its decoded text.
         """
-        n = len(raws)
-        if self._custom is not None or self._extra_values:
-            return [True] * n if self._custom is not None else [self._candidate(r) for r in raws]
-        flags = [False] * n
-        starts: list[int] = []
-        pos = 0
-        for raw in raws:
-            starts.append(pos)
-            pos += len(raw) + 1
-        joined = b"\x00".join(raws)
-        squashed_parts = [r.lower().translate(None, _SQUASH) for r in raws]
-        squashed_starts: list[int] = []
-        pos = 0
-        for part in squashed_parts:
-            squashed_starts.append(pos)
-            pos += len(part) + 1
-        squashed = b"\x00".join(squashed_parts)
-        for root in self._roots:
-            at = squashed.find(root)
-            while at != -1:
-                flags[bisect.bisect_right(squashed_starts, at) - 1] = True
-                at = squashed.find(root, at + 1)
-        checks = [(joined.translate(_B64_TO_A), _B64_RUN)]
-        if self._ids is not None:
-            checks.append((joined, b"arn:"))
-            checks.append((joined.translate(_DIGITS), _DIGIT_RUN))
-        for haystack, needle in checks:
-            at = haystack.find(needle)
-            while at != -1:
-                flags[bisect.bisect_right(starts, at) - 1] = True
-                at = haystack.find(needle, at + 1)
+        if self._walk_all:
+            return [True] * len(raws)
+        flags = self._prescan.flags(raws)
+        if self._extra_values:
+            extra = self._extra_values
+            for i, raw in enumerate(raws):
+                if not flags[i] and (
+                    b"\\" in raw or any(p.search(raw.decode("utf-8", "replace")) for p in extra)
+                ):
+                    flags[i] = True
         return flags
 
     def entries(self, batch: list[tuple[bytes, str | None]]) -> list[tuple[bytes, str | None]]:
@@ -307,7 +269,7 @@ class Redactor:
         if not self.enabled:
             return raw, error
         if candidate is None:
-            candidate = self._custom is not None or self._candidate(raw)
+            candidate = self.candidates([raw])[0]
         if not candidate:
             return raw, self.message(error) if error is not None else None
         found: list[tuple[str, str]] = []
