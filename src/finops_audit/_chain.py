@@ -26,18 +26,24 @@ Key schemes (recorded, signed, in each trail's ``audit_meta``):
 
 Without a key both schemes are plain SHA-256 and prove integrity only
 against accidents, never against someone who can rewrite the file.
+
+Cost (the writer hashes every row): one ``orjson.dumps`` and one SHA-256 per
+row, both in C. The keyed digest starts from HMAC's inner and outer states
+precomputed once per key (:func:`_hmac_sha256`), which halves its cost
+against ``hmac.new`` per row and hashes exactly the same bytes: the schemes
+above are unchanged, so every existing trail verifies as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from ._envelope import chain_view
+from ._envelope import ERROR_PREFIX, OPENING, chain_view
 
 __all__ = [
     "CURRENT_SCHEME",
@@ -84,6 +90,41 @@ def pseudonym_key(key: bytes | None) -> bytes | None:
     return hkdf_sha256(key, _PSEUDONYM_LABEL) if key else None
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_BLOCK = 64  # SHA-256's block size, HMAC's pad length
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
+    """``hmac.new(key, data, sha256).hexdigest()`` with the key's pads hashed once (RFC 2104).
+
+    Per call it copies two SHA-256 states instead of building an HMAC object
+    and hashing both 64-byte pads again: same output, half the CPU.
+    """
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(key.translate(_IPAD))
+    outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(data: bytes) -> str:
+        i = inner.copy()
+        i.update(data)
+        o = outer.copy()
+        o.update(i.digest())
+        return o.hexdigest()
+
+    return digest
+
+
+#: Rows whose caller columns (after the first six) are all empty: the common case.
+_NO_CALLER: tuple[None, ...] = (None,) * 9
+
+
 class Chainer:
     """Computes row hashes, meta/checkpoint signatures and anchor signatures.
 
@@ -92,7 +133,11 @@ class Chainer:
     verified and extended under the scheme its signed meta records).
     """
 
-    __slots__ = ("_anchor_key", "_chain_key", "_key", "scheme")
+    __slots__ = ("_anchor_key", "_chain_key", "_key", "digest", "scheme")
+
+    #: The chain's hash of ``data`` as hex: SHA-256, or HMAC-SHA256 with the
+    #: chain key (chosen once, here, not per row).
+    digest: Callable[[bytes], str]
 
     def __init__(self, key: bytes | None = None, *, scheme: int = CURRENT_SCHEME) -> None:
         if scheme not in SCHEMES:
@@ -105,6 +150,7 @@ class Chainer:
             self._chain_key = self._key
         else:
             self._chain_key = hkdf_sha256(self._key, _CHAIN_LABEL)
+        self.digest = _sha256 if self._chain_key is None else _hmac_sha256(self._chain_key)
         # anchors are new with scheme 2: always their own subkey
         self._anchor_key = hkdf_sha256(self._key, _ANCHOR_LABEL) if self._key else None
 
@@ -115,11 +161,6 @@ class Chainer:
     def for_scheme(self, scheme: int) -> Chainer:
         """This key under ``scheme`` (``self`` when it already is)."""
         return self if scheme == self.scheme else Chainer(self._key, scheme=scheme)
-
-    def digest(self, data: bytes) -> str:
-        if self._chain_key is None:
-            return hashlib.sha256(data).hexdigest()
-        return hmac.new(self._chain_key, data, hashlib.sha256).hexdigest()
 
     def row_hash(self, row_id: int, row: Sequence[Any], prev_hash: str) -> str:
         """Hash of one stored row: ``row`` is (timestamp, tool, params, status, error, ms, ...).
@@ -133,16 +174,48 @@ class Chainer:
         self, first_id: int, prev_hash: str, rows: Sequence[Sequence[Any]]
     ) -> tuple[list[tuple[Any, ...]], str]:
         """Give ``rows`` consecutive ids from ``first_id`` and chained hashes."""
-        out: list[tuple[Any, ...]] = []
-        row_id = first_id
+        full, bare, last = self.link_split(first_id, prev_hash, rows, split=False)
+        assert not bare
+        return full, last
+
+    def link_split(
+        self, first_id: int, prev_hash: str, rows: Sequence[Sequence[Any]], *, split: bool = True
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], str]:
+        """:meth:`link`, with rows that have no caller (``split``) given apart, short.
+
+        Returns ``(full, bare, last_hash)``: ``full`` rows are ``(id, *row,
+        hash)``; ``bare`` rows, whose caller columns are all empty, are ``(id,
+        six values, hash)``, because SQLite binds literal NULLs for free and a
+        bound ``None`` at about 0.3 µs. The hash covers the whole row either way.
+        One loop, one ``orjson.dumps`` and one digest per row, and one output
+        tuple per row: this runs for every row the writer stores.
+        """
+        full: list[tuple[Any, ...]] = []
+        bare: list[tuple[Any, ...]] = []
+        add_full = full.append
+        add_bare = bare.append
         dumps = orjson.dumps
         digest = self.digest
-        view = chain_view
+        opening = OPENING
+        error_prefix = ERROR_PREFIX
+        no_caller = _NO_CALLER
+        row_id = first_id
         for row in rows:
-            prev_hash = digest(dumps([row_id, *view(row), prev_hash]))
-            out.append((row_id, *row, prev_hash))
+            params = row[2]
+            error = row[4]
+            if (isinstance(params, str) and opening in params) or (
+                isinstance(error, str) and error.startswith(error_prefix)
+            ):
+                # an encrypted value: the chain covers it without its key id and wrap
+                prev_hash = digest(dumps([row_id, *chain_view(row), prev_hash]))
+            else:
+                prev_hash = digest(dumps([row_id, *row, prev_hash]))
+            if split and row[6:] == no_caller:
+                add_bare((row_id, *row[:6], prev_hash))
+            else:
+                add_full((row_id, *row, prev_hash))
             row_id += 1
-        return out, prev_hash
+        return full, bare, prev_hash
 
     def meta_signature(self, key: str, value: str) -> str:
         """Signature of one ``audit_meta`` record (scheme 2 also signs its scheme number,

@@ -19,7 +19,6 @@ Why these choices (figures from ``DESIGN.md`` and ``benchmarks/``):
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import sqlite3
@@ -33,13 +32,14 @@ import aiosqlite
 import orjson
 
 from .._anchors import Anchor, AnchorLog
-from .._chain import GENESIS, Chainer
+from .._chain import Chainer
 from .._encoding import decode_parameters
 from ..analytics import ErrorGroup, TimeBucket, ToolStats
 from ..exceptions import AuditStorageError
 from ..maintenance import BackupReport, PurgeReport, VerifyReport
 from ..models import AuditLogEntry, AuditStatus
 from . import _sqlite_analytics as analytics_sql
+from . import _sqlite_batch as batch_sql
 from . import _sqlite_maintenance as maintenance_sql
 from . import _sqlite_meta as meta_sql
 from . import _sqlite_trail as trail_sql
@@ -101,58 +101,16 @@ CREATE INDEX IF NOT EXISTS idx_audit_failure_timestamp
 
 _SCHEMA_STATEMENTS = [part.strip() for part in _SCHEMA.split(";") if part.strip()]
 
-# Every row gets a random 128-bit event id from SQLite itself (no Python cost):
-# the fleet-wide identity a forwarder deduplicates on.
-_EVENT_ID = "lower(hex(randomblob(16)))"
-_ROW_COLUMNS = (
-    "timestamp, tool_name, parameters, status, error_message, execution_time_ms, "
-    + ", ".join(CALLER_COLUMNS)
-)
-_INSERT_ROW = (
-    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) VALUES ({', '.join('?' * 15)}, {_EVENT_ID})"
-)
-_INSERT_CHAINED = (
-    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
-    f"VALUES ({', '.join('?' * 17)}, {_EVENT_ID})"
-)
-# The chain's tail, read under the write lock: last id ever given, its hash (if
-# the row still exists) and, if it was purged, the checkpoint's hash.
-_CHAIN_TAIL = """
-SELECT s.seq,
-       EXISTS (SELECT 1 FROM audit_logs WHERE id = s.seq),
-       (SELECT row_hash FROM audit_logs WHERE id = s.seq),
-       (SELECT last_hash FROM audit_checkpoints WHERE through_id = s.seq
-        ORDER BY id DESC LIMIT 1)
-FROM sqlite_sequence AS s WHERE s.name = 'audit_logs'
-"""
+# The batch INSERTs, the chain's tail and the anchor's snapshot live with the
+# batch transaction (_sqlite_batch); these names are what benchmarks use.
+_EVENT_ID = batch_sql.EVENT_ID
+_ROW_COLUMNS = batch_sql.ROW_COLUMNS
+_INSERT_ROW = batch_sql.INSERT_ROW
+_INSERT_CHAINED = batch_sql.INSERT_CHAINED
+_INSERT_BARE = batch_sql.INSERT_BARE
+_INSERT_BARE_CHAINED = batch_sql.INSERT_BARE_CHAINED
+_NO_CALLER = batch_sql.NO_CALLER
 _COLUMNS = f"id, {_ROW_COLUMNS}, event_id"
-# One statement, so one snapshot: the last row, its hash and the row count.
-_ANCHOR_STATE = (
-    "SELECT (SELECT id FROM audit_logs ORDER BY id DESC LIMIT 1), "
-    "(SELECT row_hash FROM audit_logs ORDER BY id DESC LIMIT 1), "
-    "(SELECT COUNT(*) FROM audit_logs)"
-)
-# Rows without a caller (the common case outside MCP) bind six values, not
-# fifteen: binding a None costs about 0.75 µs in sqlite3, literal NULLs nothing.
-_NULLS = ", ".join("NULL" for _ in CALLER_COLUMNS)
-_INSERT_BARE = (
-    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) "
-    f"VALUES (?, ?, ?, ?, ?, ?, {_NULLS}, {_EVENT_ID})"
-)
-_INSERT_BARE_CHAINED = (
-    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
-    f"VALUES (?, ?, ?, ?, ?, ?, ?, {_NULLS}, ?, {_EVENT_ID})"
-)
-_NO_CALLER = (None,) * len(CALLER_COLUMNS)
-#: Columns of a row the writer hands over; a 16th, when present, is its event id.
-_ROW_WIDTH = 6 + len(CALLER_COLUMNS)
-_INSERT_WITH_ID = (
-    f"INSERT INTO audit_logs ({_ROW_COLUMNS}, event_id) VALUES ({', '.join('?' * 16)})"
-)
-_INSERT_CHAINED_WITH_ID = (
-    f"INSERT INTO audit_logs (id, {_ROW_COLUMNS}, row_hash, event_id) "
-    f"VALUES ({', '.join('?' * 18)})"
-)
 
 
 def format_timestamp(value: datetime) -> str:
@@ -199,6 +157,8 @@ class SQLiteAuditStore:
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._writer: aiosqlite.Connection | None = None
+        #: The sqlite3 connection inside ``_writer`` (used only in its thread).
+        self._raw: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._reader_identity: tuple[int, int] | None = None
@@ -209,13 +169,18 @@ class SQLiteAuditStore:
     async def _connect(self, *, write: bool) -> aiosqlite.Connection:
         if not write:
             return await self._connect_reader()
+        conn, _ = await self._connect_writer()
+        return conn
+
+    async def _connect_writer(self) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
+        """The writer connection, and the ``sqlite3`` one inside it (for its thread only)."""
         # Opened here, on the writer's own loop thread (opening takes no lock),
         # and handed to aiosqlite working: its failed-connect path answers on a
         # loop that may be closed by then ("RuntimeError: Event loop is closed"
         # from its thread at shutdown), and asyncio.to_thread is refused once
         # the interpreter is exiting, when a final drain may still reopen.
-        conn = _open_writer_connection(self.path, self._busy_ms, self._synchronous)
-        return await aiosqlite.Connection(lambda: conn, iter_chunk_size=64)
+        raw = _open_writer_connection(self.path, self._busy_ms, self._synchronous)
+        return await aiosqlite.Connection(lambda: raw, iter_chunk_size=64), raw
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         """A reading connection, after checking the file is a trail this code reads."""
@@ -237,7 +202,7 @@ class SQLiteAuditStore:
             return
         try:
             create_private_file(self.path)
-            conn = await self._connect(write=True)
+            conn, raw = await self._connect_writer()
         except (OSError, sqlite3.Error) as exc:
             if "not a database" in str(exc):
                 raise trail_sql.read_error(self.path, exc) from exc  # says: not SQLite
@@ -250,7 +215,7 @@ class SQLiteAuditStore:
         except (OSError, sqlite3.Error) as exc:
             await conn.close()
             raise AuditStorageError(f"cannot prepare audit database {self.path}: {exc}") from exc
-        self._writer = conn
+        self._writer, self._raw = conn, raw
         self._identity = self._file_identity()
         _warn_if_shared(self.path)
 
@@ -325,56 +290,23 @@ class SQLiteAuditStore:
             await self._drop_writer()
         if self._writer is None:
             await self.open()
-        conn = self._writer
+        conn, raw = self._writer, self._raw
         assert conn is not None
+        assert raw is not None
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            if rows and any(len(r) > _ROW_WIDTH for r in rows):
-                # the writer chose the event ids (field encryption is bound to them)
-                await self._insert_with_ids(conn, rows)
-            elif self.chainer is None:
-                # consecutive runs keep ids in submission order
-                for is_bare, run in itertools.groupby(rows, key=lambda r: r[6:] == _NO_CALLER):
-                    if is_bare:
-                        await conn.executemany(_INSERT_BARE, [r[:6] for r in run])
-                    else:
-                        await conn.executemany(_INSERT_ROW, list(run))
-            else:
-                tail = await conn.execute_fetchall(_CHAIN_TAIL)
-                last_id, prev = _chain_tail(next(iter(tail), None))
-                linked, _ = self.chainer.link(last_id + 1, prev, rows)
-                # ids are explicit, so the two statements may run in either order
-                bare = [(*r[:7], r[16]) for r in linked if r[7:16] == _NO_CALLER]
-                if len(bare) < len(linked):
-                    full = [r for r in linked if r[7:16] != _NO_CALLER]
-                    await conn.executemany(_INSERT_CHAINED, full)
-                if bare:
-                    await conn.executemany(_INSERT_BARE_CHAINED, bare)
-            await conn.commit()
-            if self.anchors is not None and self.anchors.committed():
-                await self._anchor(conn)
+            # the whole transaction (and an anchor, if due) in one hop
+            await batch_sql.run_in_thread(
+                conn, batch_sql.write_batch, raw, rows, self.chainer, self.anchors
+            )
         except BaseException:
             # Start the retry from a fresh connection: a read-only or vanished
             # file, or a full disk, can leave this one unusable.
             await self._drop_writer(rollback=True)
             raise
 
-    async def _insert_with_ids(self, conn: aiosqlite.Connection, rows: Sequence[Row]) -> None:
-        """Insert rows whose 16th value is their event id (chained over the first 15)."""
-        full = [r if len(r) > _ROW_WIDTH else (*r, os.urandom(16).hex()) for r in rows]
-        if self.chainer is None:
-            await conn.executemany(_INSERT_WITH_ID, [r[: _ROW_WIDTH + 1] for r in full])
-            return
-        tail = await conn.execute_fetchall(_CHAIN_TAIL)
-        last_id, prev = _chain_tail(next(iter(tail), None))
-        linked, _ = self.chainer.link(last_id + 1, prev, [r[:_ROW_WIDTH] for r in full])
-        await conn.executemany(
-            _INSERT_CHAINED_WITH_ID,
-            [(*link, r[_ROW_WIDTH]) for link, r in zip(linked, full, strict=True)],
-        )
-
     async def _drop_writer(self, *, rollback: bool = False) -> None:
         conn, self._writer = self._writer, None
+        self._raw = None
         if conn is None:
             return
         if rollback:
@@ -477,25 +409,15 @@ class SQLiteAuditStore:
             maintenance_sql.backup, self.path, dest, SCHEMA_VERSION, self._busy_ms
         )
 
-    async def _anchor(self, conn: aiosqlite.Connection) -> None:
-        """Append an anchor of the trail's end, read in one snapshot (writer side only)."""
-        assert self.anchors is not None
-        try:
-            rows = list(await conn.execute_fetchall(_ANCHOR_STATE))
-        except sqlite3.Error as exc:
-            logger.warning("finops_audit could not read the trail's end for an anchor: %s", exc)
-            return
-        last_id, last_hash, count = rows[0]
-        if last_id is None or last_hash is None:
-            return  # nothing chained to anchor
-        await asyncio.to_thread(self.anchors.append, int(last_id), str(last_hash), int(count))
-
     async def close(self) -> None:
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
         if self.anchors is not None and self.anchors.pending and self._writer is not None:
-            await self._anchor(self._writer)  # the trail's end at close
+            # the trail's end at close
+            await batch_sql.run_in_thread(
+                self._writer, batch_sql.append_anchor, self._raw, self.anchors
+            )
         await self._drop_writer()
         if self._tidy:
             self._tidy = False
@@ -530,15 +452,6 @@ def _warn_if_shared(path: Path) -> None:
             oct(mode),
             path,
         )
-
-
-def _chain_tail(row: Any) -> tuple[int, str]:
-    if row is None:
-        return 0, GENESIS
-    seq, exists, row_hash, checkpoint_hash = row
-    if exists:
-        return int(seq), row_hash or GENESIS
-    return int(seq), checkpoint_hash or GENESIS
 
 
 async def _migrate(
