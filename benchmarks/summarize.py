@@ -1,4 +1,4 @@
-"""Print the benchmark figures of issue 2 as a markdown table: medians, ratios, targets.
+"""Print the benchmark figures (issues 2, 5, 6, 12) as a markdown table: medians, ratios, targets.
 
 Usage::
 
@@ -22,10 +22,16 @@ Bench = dict[str, Any]
 
 OVERHEAD_MAX_US = 2.0
 OVERHEAD_MAX_SHARE_OF_QUEUEHANDLER = 0.25
-THROUGHPUT_MIN_SHARE_OF_RAW = 0.40
+#: Issue 12 raised it from 0.40 (at the default settings: redaction and chain on).
+THROUGHPUT_MIN_SHARE_OF_RAW = 0.75
 DRAIN_MAX_S = 1.0
 QUERY_MAX_MS = 10.0
-CPU_MAX_US = 10.0
+#: Issue 12: CPU per call at 1,000 calls/s against raw sqlite3 at the same cadence
+#: (was an absolute 10 µs).
+CPU_MAX_TIMES_RAW = 1.5
+IDLE_MAX_MS_PER_S = 0.1
+DURABLE_P50_MAX_TIMES_RAW = 1.5
+DURABLE_MIN_SHARE_OF_DEFAULT = 0.5
 
 
 def _load(path: Path) -> tuple[list[Bench], dict[str, Any]]:
@@ -106,6 +112,44 @@ def overhead(benches: list[Bench], table: Table) -> None:
             "what this machine charges any design: 2 clocks, orjson, tuple, deque",
             "",
         )
+
+
+def burst(benches: list[Bench], table: Table) -> None:
+    """Issue 12: bursts at the default settings, against the bare call and QueueHandler."""
+    sizes = sorted({b["extra_info"]["calls_per_round"] for b in benches if _is(b, "burst")}) or [
+        1_000,
+        10_000,
+        50_000,
+    ]
+    for calls in sizes:
+        qh = _find(benches, figure="burst", role="queuehandler", calls_per_round=calls)
+        qh_us = _per_call_us(qh) if qh else None
+        for flavor in ("sync", "async"):
+            match = {"figure": "burst", "flavor": flavor, "calls_per_round": calls}
+            base = _find(benches, role="bare", **match)
+            aud = _find(benches, role="audited", **match)
+            label = f"1b. caller overhead, {calls:,}-call burst, {flavor}, default settings"
+            if base is None or aud is None:
+                _missing(table, label)
+                continue
+            b_us, a_us = _per_call_us(base), _per_call_us(aud)
+            over = a_us - b_us
+            share = over / qh_us if qh_us else float("nan")
+            ok = over <= OVERHEAD_MAX_US and qh_us is not None and share <= 0.25
+            persist = aud["extra_info"].get("flush_after_burst_s_median")
+            persisted = f"; on disk {persist * 1e3:.0f} ms after the burst" if persist else ""
+            table.add(
+                label,
+                f"{over:.2f} µs/call ({a_us:.2f} audited - {b_us:.2f} bare{persisted})",
+                f"QueueHandler logging.info {qh_us:.2f} µs" if qh_us else "QueueHandler not run",
+                f"{share:.3f} of QueueHandler",
+                f"≤ {OVERHEAD_MAX_US:g} µs and ≤ {OVERHEAD_MAX_SHARE_OF_QUEUEHANDLER:g}",
+                _verdict(ok),
+            )
+
+
+def _is(bench: Bench, figure: str) -> bool:
+    return bool(bench.get("extra_info", {}).get("figure") == figure)
 
 
 def throughput(benches: list[Bench], table: Table) -> None:
@@ -190,17 +234,85 @@ def cpu(benches: list[Bench], table: Table) -> None:
         if base is None or aud is None:
             _missing(table, label)
             continue
+        raw = _find(benches, figure="cpu", flavor=flavor, role="raw")
         key = "cpu_us_per_call_median"
         extra = med(aud, key) - med(base, key)
         caller = med(aud, "caller_thread_cpu_us_per_call_median") - med(base, key)
         others = med(aud, "other_threads_cpu_us_per_call_median")
+        measured = f"{extra:.1f} µs/call (caller thread {caller:+.1f}, writer threads {others:.1f})"
+        loop = f"pacing loop alone {med(base, key):.1f} µs/call"
+        if raw is None:
+            table.add(label, measured, f"{loop}; raw not run", "", "", "")
+            continue
+        raw_extra = med(raw, key) - med(base, key)
+        times = extra / raw_extra if raw_extra > 0 else float("inf")
         table.add(
             label,
-            f"{extra:.1f} µs/call (caller thread {caller:+.1f}, writer threads {others:.1f})",
-            f"pacing loop alone {med(base, key):.1f} µs/call",
-            f"{med(aud, key) / med(base, key):.1f}x the bare loop",
-            f"≤ {CPU_MAX_US:g} µs",
-            _verdict(extra <= CPU_MAX_US),
+            measured,
+            f"raw sqlite3, 50 ms transactions, FULL: {raw_extra:.1f} µs/call (over the {loop})",
+            f"{times:.2f}x raw",
+            f"≤ {CPU_MAX_TIMES_RAW:g}x raw",
+            _verdict(times <= CPU_MAX_TIMES_RAW),
+        )
+
+
+def idle(benches: list[Bench], table: Table) -> None:
+    """Issue 12: a started service left idle, against the same idle stretch without one."""
+    base = _find(benches, figure="idle", role="baseline")
+    aud = _find(benches, figure="idle", role="audited")
+    label = "6. idle CPU, a started service"
+    if base is None or aud is None:
+        _missing(table, label)
+        return
+    b, a = (float(x["extra_info"]["cpu_ms_per_s_median"]) for x in (base, aud))
+    wb, wa = (float(x["extra_info"]["wakeups_per_s_median"]) for x in (base, aud))
+    table.add(
+        label,
+        f"{a - b:.3f} ms CPU per s ({a:.3f} - {b:.3f}); {wa - wb:+.1f} wake-ups/s",
+        f"no service: {b:.3f} ms/s, {wb:.1f} wake-ups/s "
+        f"({aud['extra_info'].get('idle_seconds')} s idle)",
+        "",
+        f"< {IDLE_MAX_MS_PER_S:g} ms/s",
+        _verdict(a - b < IDLE_MAX_MS_PER_S),
+    )
+
+
+def durable(benches: list[Bench], table: Table) -> None:
+    """Issue 12: ``AUDIT_DURABILITY=commit``: latency against a bare commit, throughput."""
+    raw = _find(benches, figure="durable-latency", role="raw")
+    for flavor in ("sync", "async"):
+        bench = _find(benches, figure="durable-latency", role="durable", flavor=flavor)
+        label = f"8. durable call latency, {flavor}"
+        if raw is None or bench is None:
+            _missing(table, label)
+            continue
+        info, rinfo = bench["extra_info"], raw["extra_info"]
+        p50, p99 = info["p50_us_median"], info["p99_us_median"]
+        r50, r99 = rinfo["p50_us_median"], rinfo["p99_us_median"]
+        table.add(
+            label,
+            f"p50 {p50:.0f} µs, p99 {p99:.0f} µs",
+            f"one-row executemany + COMMIT (FULL): p50 {r50:.0f} µs, p99 {r99:.0f} µs",
+            f"{p50 / r50:.2f}x (p99 {p99 / r99:.2f}x)",
+            f"p50 ≤ {DURABLE_P50_MAX_TIMES_RAW:g}x",
+            _verdict(p50 / r50 <= DURABLE_P50_MAX_TIMES_RAW),
+        )
+    for callers in ("async-64", "threads-16"):
+        base = _find(benches, figure="durable-concurrency", callers=callers, mode="default")
+        dur = _find(benches, figure="durable-concurrency", callers=callers, mode="durable")
+        label = f"8. durable throughput, {callers} callers"
+        if base is None or dur is None:
+            _missing(table, label)
+            continue
+        rate = dur["extra_info"]["rows_per_round"] / _median(dur)
+        base_rate = base["extra_info"]["rows_per_round"] / _median(base)
+        table.add(
+            label,
+            f"{rate:,.0f} calls/s (returned and committed)",
+            f"default mode {base_rate:,.0f} calls/s (returned, then flush())",
+            f"{rate / base_rate:.2f} of default",
+            f"≥ {DURABLE_MIN_SHARE_OF_DEFAULT:g}",
+            _verdict(rate / base_rate >= DURABLE_MIN_SHARE_OF_DEFAULT),
         )
 
 
@@ -227,11 +339,14 @@ def operations(benches: list[Bench], table: Table) -> None:
 
 SECTIONS: tuple[Callable[[list[Bench], Table], None], ...] = (
     overhead,
+    burst,
     throughput,
     drain,
     queries,
     cpu,
+    idle,
     operations,
+    durable,
 )
 
 
