@@ -3,9 +3,13 @@
 Usage::
 
     pytest benchmarks --benchmark-only --benchmark-json=bench.json
-    python benchmarks/summarize.py bench.json
+    python benchmarks/summarize.py bench.json [more runs.json ...]
+    python benchmarks/summarize.py --compare before-1.json before-2.json -- after-1.json ...
 
 Every figure is a median, set against a baseline measured in the same run.
+Given several runs' JSON, each benchmark's median (and each ``*_median`` in
+its ``extra_info``) is the median over the runs, so one noisy run moves
+nothing. ``--compare`` prints before and after side by side, each merged so.
 Benchmarks missing from the JSON (a partial run) are reported as "not run".
 """
 
@@ -37,6 +41,28 @@ DURABLE_MIN_SHARE_OF_DEFAULT = 0.5
 def _load(path: Path) -> tuple[list[Bench], dict[str, Any]]:
     data = json.loads(path.read_text())
     return data.get("benchmarks", []), data
+
+
+def _merge(paths: list[Path]) -> tuple[list[Bench], dict[str, Any]]:
+    """Several runs as one: each benchmark's medians are the median over the runs."""
+    runs = [_load(path) for path in paths]
+    by_name: dict[str, list[Bench]] = {}
+    for benches, _ in runs:
+        for bench in benches:
+            by_name.setdefault(bench["fullname"], []).append(bench)
+    merged: list[Bench] = []
+    for same in by_name.values():
+        bench = json.loads(json.dumps(same[0]))  # a deep copy
+        bench["stats"]["median"] = statistics.median(_median(b) for b in same)
+        info = bench.setdefault("extra_info", {})
+        for key, value in info.items():
+            if key.endswith("_median") and isinstance(value, (int, float)):
+                info[key] = statistics.median(b["extra_info"][key] for b in same)
+        info["runs"] = len(same)
+        merged.append(bench)
+    data = dict(runs[0][1]) if runs else {}
+    data["runs"] = len(runs)
+    return merged, data
 
 
 def _find(benches: Iterable[Bench], **match: Any) -> Bench | None:
@@ -350,24 +376,67 @@ SECTIONS: tuple[Callable[[list[Bench], Table], None], ...] = (
 )
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    benches, data = _load(Path(argv[1]))
+def _table(benches: list[Bench]) -> Table:
     table = Table()
     for section in SECTIONS:
         section(benches, table)
+    return table
+
+
+def _header(data: dict[str, Any]) -> str:
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
-    print(
+    runs = data.get("runs", 1)
+    return (
         f"finops_audit benchmarks, {data.get('datetime', '?')}, "
         f"commit {str(commit.get('id', '?'))[:10]}{' (dirty)' if commit.get('dirty') else ''}, "
         f"Python {machine.get('python_version', '?')}, "
         f"{machine.get('cpu', {}).get('count', '?')} CPUs "
-        f"({machine.get('cpu', {}).get('brand_raw', '?')})\n"
+        f"({machine.get('cpu', {}).get('brand_raw', '?')})"
+        + (f", median of {runs} runs" if runs > 1 else "")
     )
-    print(table.render())
+
+
+def compare(before: Table, after: Table) -> str:
+    """Before and after, row by row (joined on the figure's label)."""
+    old = {row[0]: row for row in before.rows}
+    head = ("figure", "before", "after", "target", "before", "after")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(row: tuple[str, ...] | None) -> str:
+        if row is None or row[1] == "not run":
+            return "not run"
+        return f"{row[1]}; baseline {row[2]}; **{row[3]}**" if row[3] else f"{row[1]}; {row[2]}"
+
+    for row in after.rows:
+        prev = old.get(row[0])
+        target = row[4] or (prev[4] if prev else "")
+        lines.append(
+            "| "
+            + " | ".join((row[0], cell(prev), cell(row), target, prev[5] if prev else "", row[5]))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    args = argv[1:]
+    if not args:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if args[0] == "--compare":
+        if "--" not in args:
+            print(__doc__, file=sys.stderr)
+            return 2
+        split = args.index("--")
+        before, before_data = _merge([Path(a) for a in args[1:split]])
+        after, after_data = _merge([Path(a) for a in args[split + 1 :]])
+        print(f"before: {_header(before_data)}\n\nafter: {_header(after_data)}\n")
+        print(compare(_table(before), _table(after)))
+        return 0
+    benches, data = _merge([Path(a) for a in args])
+    print(_header(data) + "\n")
+    print(_table(benches).render())
     return 0
 
 
