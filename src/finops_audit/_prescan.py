@@ -193,6 +193,8 @@ class Prescan:
             # JSON's reading: an escaped backslash is a character, \t a separator.
             unescaped = lowered.replace(b"\\\\", b"")
             _mark(flags, unescaped, _finds(unescaped, b"\\u"))
+            slashes = unescaped.replace(b"\\/", b"/")  # "\/" is a "/", a base64 character
+            _mark(flags, slashes, _finds(slashes.translate(_B64_TO_A), _B64_RUN))
             text = scan_text(_JSON_ESCAPE.sub(b"", unescaped))
             _mark(flags, text, [m[1] for m in self._matcher.find_matches_as_indexes(text)])
         _mark(flags, joined, _finds(joined.translate(_B64_TO_A), _B64_RUN))
