@@ -156,3 +156,65 @@ def test_the_dashboards_python_match_agrees_with_the_store(svc: AuditService) ->
         stored = {e.id for e in svc.get_logs(parameter_value=needle, limit=100)}
         in_python = {e.id for e in entries if value_matches(e.parameters, needle)}
         assert in_python == stored, needle
+
+
+#: Values whose JSON text does not hold them verbatim (escaped quotes and
+#: backslashes, control characters), each with a needle that must find it.
+ESCAPED = {
+    "quotes": ('say x""y', '""'),
+    "quote-slash": ('a"\\b', '"\\'),
+    "tab": ("col1\tcol2", "1\tc"),
+    "newline": ("line1\nline2", "1\nl"),
+    "accent": ("Café Zürich", "é z"),
+}
+
+
+@pytest.mark.parametrize("which", sorted(ESCAPED))
+def test_a_needle_the_json_text_escapes_still_finds_its_value(
+    svc: AuditService, which: str
+) -> None:
+    """The text prefilter must never hide a value stored escaped (``\\"``, ``\\t``)."""
+    from finops_audit.storage._value_match import value_matches
+
+    @audit_tool_sync(name="tool", service=svc)
+    def tool(which: str, value: object) -> None:
+        return None
+
+    for name, (value, _) in ESCAPED.items():
+        tool(which=name, value=value)
+    svc.flush()
+    needle = ESCAPED[which][1]
+    got = [e.parameters["which"] for e in svc.get_logs(parameter_value=needle, limit=100)]
+    assert got == [which]
+    assert [
+        e.parameters["which"]
+        for e in svc.get_logs(limit=100)
+        if value_matches(e.parameters, needle)
+    ] == [which]
+
+
+def test_the_text_prefilter_is_used_exactly_for_needles_every_encoder_writes_verbatim() -> None:
+    """Printable ASCII but ``"`` and ``\\``: such a needle is in the JSON text as it is.
+
+    Any other character may be escaped by an encoder (``\\"``, ``\\\\``, ``\\u00e9``,
+    ``\\t``), so a ``LIKE`` over the text could miss it: those needles go to the
+    JSON walk alone. Narrower would only be slower; wider would lose rows.
+    """
+    from finops_audit.storage._value_match import plain, sqlite_value_match
+
+    verbatim = {chr(c) for c in range(0x20, 0x7F)} - {'"', "\\"}
+    for code in range(0x100):
+        ch = chr(code)
+        assert plain(ch) is (ch in verbatim), repr(ch)
+        assert plain(f"ab{ch}yz") is (ch in verbatim), repr(ch)
+    assert plain("") is True
+    assert plain("eu-west-1 ~ X") is True
+    for needle in ("€", "\u2028", '""', "\\\\"):
+        assert plain(needle) is False
+    # the prefilter adds one LIKE over the stored text ahead of the walk, no more
+    sql, params = sqlite_value_match("eu-west")
+    assert sql.startswith("(parameters LIKE ? ESCAPE '\\' AND ")
+    assert params == ["%eu-west%"] * 3
+    sql, params = sqlite_value_match('a"b')
+    assert sql.startswith("(CASE WHEN json_valid(parameters)")
+    assert params == ['%a"b%'] * 2
