@@ -8,9 +8,10 @@ Two halves with different budgets:
   that mutates them later cannot rewrite history) and costs about 0.1-0.3 µs
   for typical MCP arguments. Anything orjson cannot encode goes to a slow but
   total fallback that never raises.
-* The writer's side (:class:`RowFormatter`) turns nanosecond clocks into the
-  ISO-8601 text of the design note's schema, redacts every field (parameters,
-  error message, caller fields, labels) and only then applies the size caps
+* The writer's side (:class:`RowFormatter`, in :mod:`finops_audit._rowformat`,
+  re-exported here) turns nanosecond clocks into the ISO-8601 text of the
+  design note's schema, redacts every field (parameters, error message, caller
+  fields, labels) and only then applies the size caps
   (:mod:`finops_audit._capping`): a preview is always made from the redacted
   form. The caller cuts only documents above :func:`queue_bound` (a memory
   bound for the queue, four times the cap plus 8 KiB), and its cuts never end inside a
@@ -25,16 +26,12 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ._capping import TRUNCATED_KEY, cap_text, loads, shrink
-
-if TYPE_CHECKING:
-    from ._fieldcrypt import FieldCipher
-    from .redaction import Redactor
+from ._rowformat import RowFormatter
 
 __all__ = [
     "TRUNCATED_KEY",
@@ -318,99 +315,3 @@ def decode_parameters(text: str | bytes | None) -> dict[str, Any]:
         except (ValueError, TypeError):
             return {"$unparsed": text if isinstance(text, str) else text.decode("utf-8", "replace")}
     return value if isinstance(value, dict) else {"$value": value}
-
-
-class RowFormatter:
-    """Writer-side conversion of hand-off tuples to database rows.
-
-    Formatting a datetime costs about 0.8 µs; calls arrive in bursts within
-    one second, so the ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second.
-    """
-
-    __slots__ = (
-        "_cipher",
-        "_error_chars",
-        "_max_error_bytes",
-        "_max_param_bytes",
-        "_prefix",
-        "_redactor",
-        "_second",
-    )
-
-    def __init__(
-        self,
-        max_param_bytes: int,
-        redactor: Redactor | None = None,
-        max_error_bytes: int = 8192,
-        cipher: FieldCipher | None = None,
-    ) -> None:
-        #: Field encryption (``_fieldcrypt``), last: after redaction, pseudonyms and caps.
-        self._cipher = cipher
-        self._max_param_bytes = max_param_bytes
-        self._max_error_bytes = max_error_bytes
-        # At most 4 UTF-8 bytes a character: shorter texts need no measuring.
-        self._error_chars = max_error_bytes // 4
-        self._redactor = redactor if redactor is not None and redactor.enabled else None
-        self._second = -1
-        self._prefix = ""
-
-    def timestamp(self, wall_ns: int) -> str:
-        second, rest = divmod(wall_ns, 1_000_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = (
-                datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "."
-            )
-        # str() of an int is about 2.5x cheaper than "%06d" formatting.
-        return self._prefix + str(rest // 1000 + 1_000_000)[1:] + "+00:00"
-
-    def parameters(self, encoded: bytes) -> str:
-        """Stored text of (already redacted) parameters, within the cap."""
-        if len(encoded) > self._max_param_bytes:
-            try:
-                doc = loads(encoded)
-            except ValueError:
-                doc = encoded.decode("utf-8", "replace")
-            encoded = shrink(doc, self._max_param_bytes, original=len(encoded))
-        return encoded.decode("utf-8", "backslashreplace")
-
-    def error(self, text: str | None) -> str | None:
-        """Stored text of an (already redacted) error message, within its own cap."""
-        if text is None or len(text) <= self._error_chars:
-            return text
-        return cap_text(text, self._max_error_bytes)
-
-    def rows(self, entries: list[Any]) -> list[tuple[Any, ...]]:
-        """Convert a batch of hand-off tuples to stored rows in one loop.
-
-        This is the writer's main CPU cost per row: timestamp text, redaction
-        of every field, then the size caps, and the caller columns.
-        """
-        stamp = self.timestamp
-        params = self.parameters
-        cap_error = self.error
-        redactor = self._redactor
-        raws = [e[3] for e in entries] if self._cipher is not None else ()
-        if redactor is not None:
-            cleaned = redactor.entries([(e[3], e[5]) for e in entries])
-            callers = redactor.callers([e[6] for e in entries])
-            entries = [
-                (e[0], e[1], e[2], args, e[4], error, caller)
-                for e, (args, error), caller in zip(entries, cleaned, callers, strict=True)
-            ]
-        rows = []
-        for tool, wall, elapsed, args, status, error, caller in entries:
-            row = (stamp(wall), tool, params(args), status, cap_error(error), elapsed / 1_000_000)
-            if caller is None:
-                rows.append(row + _NO_CALLER)
-            else:
-                labels = caller[8]
-                text = orjson.dumps(labels).decode() if labels else None
-                rows.append(row + caller[:8] + (text,))
-        if self._cipher is not None:
-            # rows gain a 16th column, the event id the encryption is bound to
-            return self._cipher.rows(rows, raws)
-        return rows
-
-
-_NO_CALLER: tuple[None, ...] = (None,) * 9

@@ -358,17 +358,18 @@ class Redactor:
             labels,
         )
 
+    def safe_caller(self, caller: Caller | None) -> Caller | None:
+        """:meth:`caller` that never raises: a caller it cannot redact is stored redacted."""
+        try:
+            return self.caller(caller)
+        except Exception:
+            return None if caller is None else _FAILED_CALLER
+
     def callers(self, callers: Sequence[Caller | None]) -> list[Caller | None]:
         """:meth:`caller` for a batch; never raises."""
         if not self.enabled:
             return list(callers)
-        out: list[Caller | None] = []
-        for c in callers:
-            try:
-                out.append(self.caller(c))
-            except Exception:
-                out.append(None if c is None else _FAILED_CALLER)
-        return out
+        return [self.safe_caller(c) for c in callers]
 
 
 #: The shortest text a built-in value pattern matches ("Basic " and 8 characters).
