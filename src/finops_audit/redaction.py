@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._capping import dumps, loads
 from ._chain import pseudonym_key
 from ._prescan import Prescan
 from ._secret_keys import KeyRule
@@ -274,15 +275,15 @@ class Redactor:
             return raw, self.message(error) if error is not None else None
         found: list[tuple[str, str]] = []
         try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            value = loads(raw)  # an integer beyond 64 bits stays exact, not a float
+        except ValueError:
             cleaned_raw = self._scrub_text(raw.decode("utf-8", "replace")).encode("utf-8")
             return cleaned_raw, self.message(error)
         try:
             cleaned = self._walk(value, found)
             if self._custom is not None and isinstance(cleaned, dict):
                 cleaned = self._custom(cleaned)
-            out = orjson.dumps(cleaned)
+            out = dumps(cleaned)
         except Exception as exc:
             out = orjson.dumps({FAILED_KEY: type(exc).__name__})
         if error is not None:
@@ -310,7 +311,7 @@ class Redactor:
                     and v is not None
                     and normalise_key(k) in self._hmac_names
                 ):
-                    text = v if isinstance(v, str) else orjson.dumps(v).decode()
+                    text = v if isinstance(v, str) else dumps(v).decode()
                     out[k] = stand_in = self.pseudonym(text)
                     if len(text) >= _MIN_SECRET:
                         found.append((text, stand_in))
