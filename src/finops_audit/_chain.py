@@ -121,6 +121,20 @@ def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
     return digest
 
 
+def _may_hold_envelopes(rows: Sequence[Sequence[Any]]) -> bool:
+    """Could a row of ``rows`` hold an encrypted value? One substring search per batch.
+
+    Conservative: true also for a lookalike (``chain_view`` then decides row
+    by row, exactly), and for values that are not text.
+    """
+    try:
+        return OPENING in "\0".join([r[2] for r in rows]) or ERROR_PREFIX in "\0".join(
+            [r[4] for r in rows if r[4] is not None]
+        )
+    except TypeError:
+        return True
+
+
 #: Rows whose caller columns (after the first six) are all empty: the common case.
 _NO_CALLER: tuple[None, ...] = (None,) * 9
 
@@ -196,20 +210,14 @@ class Chainer:
         add_bare = bare.append
         dumps = orjson.dumps
         digest = self.digest
-        opening = OPENING
-        error_prefix = ERROR_PREFIX
         no_caller = _NO_CALLER
+        # encrypted values are hashed without their key id and wrap (chain_view):
+        # asked once for the batch, not per row, since most trails have none
+        wrapped = _may_hold_envelopes(rows)
+        view = chain_view
         row_id = first_id
         for row in rows:
-            params = row[2]
-            error = row[4]
-            if (isinstance(params, str) and opening in params) or (
-                isinstance(error, str) and error.startswith(error_prefix)
-            ):
-                # an encrypted value: the chain covers it without its key id and wrap
-                prev_hash = digest(dumps([row_id, *chain_view(row), prev_hash]))
-            else:
-                prev_hash = digest(dumps([row_id, *row, prev_hash]))
+            prev_hash = digest(dumps([row_id, *(view(row) if wrapped else row), prev_hash]))
             if split and row[6:] == no_caller:
                 add_bare((row_id, *row[:6], prev_hash))
             else:

@@ -1,19 +1,19 @@
-"""Each batch is one call into the writer connection's thread, its transaction whole.
+"""Each batch is one synchronous call on the writer's thread, its transaction whole.
 
 Why: a batch used to make four aiosqlite round trips (BEGIN, chain tail,
 executemany, COMMIT) plus two for an anchor, each waking two threads. Now
 :func:`finops_audit.storage._sqlite_batch.write_batch` does all of it in one
-call. These tests hold it to that (a spy counts the calls into aiosqlite's
-thread; SQLite's own trace shows every statement ran in that one thread) and
-attack what one call must still guarantee: a failure anywhere rolls the whole
-batch back and leaves the file writable for others, the chain and anchors
-stay right, a replaced file is reopened, and a cancelled write never leaves a
-transaction open behind the writer's back (the fork gate relies on it).
+call on the thread that owns the writer's connection. These tests hold it to
+that (no call into any aiosqlite thread; SQLite's own trace shows every
+statement ran on the calling thread; the coroutine never suspends inside a
+batch, so neither cancellation nor a fork can split one) and attack what one
+call must still guarantee: a failure anywhere rolls the whole batch back and
+leaves the file writable for others, the chain and anchors stay right, and a
+replaced file is reopened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -26,7 +26,6 @@ import pytest
 
 from finops_audit._anchors import AnchorLog, read_anchors
 from finops_audit._chain import Chainer
-from finops_audit.storage import _sqlite_batch as batch_sql
 from finops_audit.storage.sqlite import SQLiteAuditStore
 
 CALLER = ("alice", "claude", "1.0", "s1", "r1", "cid", "t" * 32, "s" * 16, None)
@@ -50,7 +49,7 @@ def _stored(path: Path) -> list[tuple[Any, ...]]:
 
 
 class _Spy:
-    """Counts the functions run in aiosqlite's connection thread (wraps, never replaces)."""
+    """Counts the functions run in any aiosqlite connection thread (wraps, never replaces)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
@@ -64,30 +63,31 @@ class _Spy:
 
 
 @pytest.mark.asyncio
-async def test_a_chained_batch_is_one_call_into_the_connection_thread(
+async def test_a_chained_batch_is_one_call_on_the_writers_own_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "audit.db"
     anchors = AnchorLog(tmp_path / "anchors.log", Chainer(), str(db), interval=1e-9)
     store = SQLiteAuditStore(db, chainer=Chainer(), anchors=anchors)
     await store.open()
-    assert store._raw is not None
+    assert store._writer is not None
     statements: list[tuple[str, int]] = []
-    store._raw.set_trace_callback(lambda sql: statements.append((sql, threading.get_ident())))
+    store._writer.set_trace_callback(lambda sql: statements.append((sql, threading.get_ident())))
     spy = _Spy(monkeypatch)
     try:
-        await store.write_batch([_row(1), _row(2, CALLER), _row(3)])
-        assert spy.calls == 1, "one hop for the whole transaction and its anchor"
+        # no suspension point: the batch and its anchor run in one step of the coroutine
+        step = store.write_batch([_row(1), _row(2, CALLER), _row(3)]).__await__()
+        with pytest.raises(StopIteration):
+            next(step)
         await store.write_batch([_row(4)])
-        assert spy.calls == 2
+        assert spy.calls == 0, "no hop into another thread"
     finally:
-        store._raw.set_trace_callback(None)
+        store._writer.set_trace_callback(None)
         await store.close()
     texts = [sql.split()[0].upper() for sql, _ in statements]
     assert texts[0] == "BEGIN"
     assert "COMMIT" in texts
-    assert {tid for _, tid in statements} != {threading.get_ident()}
-    assert len({tid for _, tid in statements}) == 1, "every statement in the one thread"
+    assert {tid for _, tid in statements} == {threading.get_ident()}, "all on this thread"
     rows = _stored(db)
     assert [(r[0], r[1], r[2]) for r in rows] == [
         (1, "tool", None),
@@ -176,51 +176,3 @@ async def test_a_replaced_file_is_reopened_before_the_batch(tmp_path: Path) -> N
     finally:
         await store.close()
     assert [r[0] for r in _stored(db)] == [1], "the new file starts its own chain"
-
-
-@pytest.mark.asyncio
-async def test_a_cancelled_write_leaves_no_transaction_open(tmp_path: Path) -> None:
-    """Cancelling the awaiting task cannot stop the call in the connection's thread:
-    the store then waits for it (its rollback queues behind it), so no transaction
-    outlives the cancelled write, and the batch is either whole or absent."""
-    db = tmp_path / "audit.db"
-    store = SQLiteAuditStore(db, chainer=Chainer())
-    await store.open()
-    raw = store._raw
-    assert raw is not None
-    started = threading.Event()
-    release = threading.Event()
-
-    def slow() -> int:
-        started.set()
-        release.wait(10)
-        return 0  # go on
-
-    raw.set_progress_handler(slow, 1)
-    task = asyncio.ensure_future(store.write_batch([_row(i) for i in range(50)]))
-    assert await asyncio.to_thread(started.wait, 10)
-    task.cancel()
-    await asyncio.sleep(0)
-    release.set()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert store._writer is None, "dropped: closed after the call in its thread ended"
-    with contextlib.closing(sqlite3.connect(db, timeout=0)) as other:
-        other.execute("BEGIN IMMEDIATE")  # the write lock is free
-        other.rollback()
-    await store.close()
-    assert len(_stored(db)) in (0, 50)
-
-
-@pytest.mark.asyncio
-async def test_run_in_thread_returns_and_raises_through_one_hop(tmp_path: Path) -> None:
-    raw = sqlite3.connect(tmp_path / "x.db", check_same_thread=False)
-    conn = await aiosqlite.Connection(lambda: raw, iter_chunk_size=64)
-    try:
-        here = threading.get_ident()
-        assert await batch_sql.run_in_thread(conn, threading.get_ident) != here
-        assert await batch_sql.run_in_thread(conn, lambda a, b: a + b, 2, 3) == 5
-        with pytest.raises(sqlite3.OperationalError):
-            await batch_sql.run_in_thread(conn, raw.execute, "SELECT * FROM missing")
-    finally:
-        await conn.close()

@@ -66,10 +66,19 @@ def _expected(key: bytes | None, scheme: int, rows: list[tuple[object, ...]]) ->
 KEYS = [None, b"k" * 32, b"q" * 64, b"z" * 65, bytes(range(200))]
 
 
+SHAPES = {
+    "mixed": [0, 1, 2, 3, 4, 5],
+    "no envelope": [0, 1, 4, 5],  # the batch-level check skips chain_view
+    "envelope only in an error": [0, 3],
+    "envelope only in parameters": [1, 2],
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("key", KEYS, ids=lambda k: "unkeyed" if k is None else f"{len(k)}B")
-def test_link_hashes_the_documented_bytes(key: bytes | None, scheme: int) -> None:
-    rows = _rows()
+def test_link_hashes_the_documented_bytes(key: bytes | None, scheme: int, shape: str) -> None:
+    rows = [_rows()[i] for i in SHAPES[shape]]
     chainer = Chainer(key, scheme=scheme)
     linked, last = chainer.link(7, GENESIS, rows)
     expected = _expected(key, scheme, rows)
@@ -97,6 +106,22 @@ def test_link_split_gives_rows_without_a_caller_apart_with_the_same_hashes(
     assert [b[0] for b in bare] == [7, 9, 10, 12]  # the rows whose caller is all None
     assert all(len(b) == 8 for b in bare)
     assert [f[0] for f in full] == [8, 11]
+
+
+def test_lookalikes_and_values_that_are_not_text_hash_as_they_are() -> None:
+    """Text that merely contains an envelope's opening, bytes and None are hashed
+    unchanged (the batch-level check is conservative; chain_view decides)."""
+    lookalike = '{"note":"{\\"$enc\\":\\"v1\\",\\"kid\\":\\"x"}'
+    rows: list[tuple[object, ...]] = [
+        ("t", "tool", lookalike, "SUCCESS", "$enc:v1:not-an-envelope", 0.5, *NONE9),
+        ("t", "tool", None, "SUCCESS", None, 0.5, *NONE9),
+        ("t", "tool", "{}", "FAILURE", "plain", None, *NONE9),
+    ]
+    linked, _ = Chainer().link(1, GENESIS, rows)
+    prev = GENESIS
+    for row_id, (row, out) in enumerate(zip(rows, linked, strict=True), start=1):
+        prev = hashlib.sha256(orjson.dumps([row_id, *row, prev])).hexdigest()
+        assert out[-1] == prev
 
 
 def test_an_empty_batch_links_to_nothing_and_keeps_the_tail() -> None:

@@ -23,6 +23,7 @@ cannot be told from a genuine one by the file alone: anchors kept elsewhere
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "read_meta",
     "trail_scheme",
     "write_first_meta",
+    "writing_scheme",
 ]
 
 logger = logging.getLogger("finops_audit")
@@ -63,16 +65,20 @@ class PriorShape:
     had_row_hash: bool
 
 
-async def prior_shape(conn: aiosqlite.Connection) -> PriorShape:
-    columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
-    return PriorShape(await meta_table_exists(conn), "row_hash" in columns)
+# The writer's side (prior_shape, write_first_meta, writing_scheme) runs on its
+# plain sqlite3 connection, inside the preparing transaction; readers and purge
+# use the aiosqlite functions below.
+_HAS_META = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_meta'"
+_SCHEME = "SELECT value FROM audit_meta WHERE key = 'scheme'"
+
+
+def prior_shape(conn: sqlite3.Connection) -> PriorShape:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_logs)")}
+    return PriorShape(conn.execute(_HAS_META).fetchone() is not None, "row_hash" in columns)
 
 
 async def meta_table_exists(conn: aiosqlite.Connection) -> bool:
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_meta'"
-    )
-    return bool(list(rows))
+    return bool(list(await conn.execute_fetchall(_HAS_META)))
 
 
 async def _user_version(conn: aiosqlite.Connection) -> int:
@@ -80,8 +86,8 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
     return int(next(iter(rows))[0])
 
 
-async def write_first_meta(
-    conn: aiosqlite.Connection,
+def write_first_meta(
+    conn: sqlite3.Connection,
     signer: Chainer,
     *,
     meta_existed: bool,
@@ -96,7 +102,7 @@ async def write_first_meta(
     """
     if meta_existed:
         return
-    if await _user_version(conn) >= _META_ALWAYS_FROM:
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= _META_ALWAYS_FROM:
         logger.warning(
             "audit database %s has lost its audit_meta table (it was removed); it is not "
             "re-created, and `finops-audit verify` reports the trail as tampered",
@@ -107,16 +113,17 @@ async def write_first_meta(
     scheme = 1 if had_row_hash else CURRENT_SCHEME
     signer = signer.for_scheme(scheme)
     if scheme != 1:
-        await conn.execute(
+        conn.execute(
             "INSERT INTO audit_meta (key, value, signature) VALUES ('scheme', ?, ?)",
             (str(scheme), signer.meta_signature("scheme", str(scheme))),
         )
-    rows = await conn.execute_fetchall(
-        "SELECT COALESCE((SELECT MIN(id) - 1 FROM audit_logs WHERE row_hash IS NOT NULL), "
-        "(SELECT MAX(id) FROM audit_logs), 0)"
+    through = int(
+        conn.execute(
+            "SELECT COALESCE((SELECT MIN(id) - 1 FROM audit_logs WHERE row_hash IS NOT NULL), "
+            "(SELECT MAX(id) FROM audit_logs), 0)"
+        ).fetchone()[0]
     )
-    through = int(next(iter(rows))[0])
-    await conn.execute(
+    conn.execute(
         "INSERT INTO audit_meta (key, value, signature) VALUES ('legacy_through', ?, ?)",
         (str(through), signer.meta_signature("legacy_through", str(through))),
     )
@@ -129,11 +136,19 @@ async def write_first_meta(
         )
 
 
+def writing_scheme(conn: sqlite3.Connection) -> int:
+    """:func:`trail_scheme` on the writer's own connection."""
+    if conn.execute(_HAS_META).fetchone() is None:
+        return CURRENT_SCHEME
+    row = conn.execute(_SCHEME).fetchone()
+    return 2 if row is not None and row[0] == "2" else 1
+
+
 async def trail_scheme(conn: aiosqlite.Connection) -> int:
     """The scheme the trail's meta names (unchecked: the writer's choice, verify checks)."""
     if not await meta_table_exists(conn):
         return CURRENT_SCHEME
-    rows = list(await conn.execute_fetchall("SELECT value FROM audit_meta WHERE key = 'scheme'"))
+    rows = list(await conn.execute_fetchall(_SCHEME))
     return 2 if rows and rows[0][0] == "2" else 1
 
 

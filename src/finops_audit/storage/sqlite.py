@@ -133,7 +133,12 @@ def create_private_file(path: Path) -> None:
 
 
 class SQLiteAuditStore:
-    """:class:`~finops_audit.storage.AuditStore` over one SQLite file, through aiosqlite."""
+    """:class:`~finops_audit.storage.AuditStore` over one SQLite file.
+
+    Reads go through aiosqlite connections; writes through one plain
+    ``sqlite3`` connection used only on the thread that calls the writing
+    methods (the writer's loop), one call per batch (``_sqlite_batch``).
+    """
 
     def __init__(
         self,
@@ -156,9 +161,9 @@ class SQLiteAuditStore:
         self.anchors = anchors
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
-        self._writer: aiosqlite.Connection | None = None
-        #: The sqlite3 connection inside ``_writer`` (used only in its thread).
-        self._raw: sqlite3.Connection | None = None
+        #: The writer's own connection, used only from the thread that calls the
+        #: store's writing methods (the writer's loop): see ``_sqlite_batch``.
+        self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._identity: tuple[int, int] | None = None
         self._reader_identity: tuple[int, int] | None = None
@@ -167,20 +172,8 @@ class SQLiteAuditStore:
         return str(self.path)
 
     async def _connect(self, *, write: bool) -> aiosqlite.Connection:
-        if not write:
-            return await self._connect_reader()
-        conn, _ = await self._connect_writer()
-        return conn
-
-    async def _connect_writer(self) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
-        """The writer connection, and the ``sqlite3`` one inside it (for its thread only)."""
-        # Opened here, on the writer's own loop thread (opening takes no lock),
-        # and handed to aiosqlite working: its failed-connect path answers on a
-        # loop that may be closed by then ("RuntimeError: Event loop is closed"
-        # from its thread at shutdown), and asyncio.to_thread is refused once
-        # the interpreter is exiting, when a final drain may still reopen.
-        raw = _open_writer_connection(self.path, self._busy_ms, self._synchronous)
-        return await aiosqlite.Connection(lambda: raw, iter_chunk_size=64), raw
+        assert not write, "the writer's connection is a plain sqlite3 one (open())"
+        return await self._connect_reader()
 
     async def _connect_reader(self) -> aiosqlite.Connection:
         """A reading connection, after checking the file is a trail this code reads."""
@@ -202,7 +195,8 @@ class SQLiteAuditStore:
             return
         try:
             create_private_file(self.path)
-            conn, raw = await self._connect_writer()
+            # Opened here, on the writer's own thread, which alone uses it.
+            conn = _open_writer_connection(self.path, self._busy_ms, self._synchronous)
         except (OSError, sqlite3.Error) as exc:
             if "not a database" in str(exc):
                 raise trail_sql.read_error(self.path, exc) from exc  # says: not SQLite
@@ -210,12 +204,15 @@ class SQLiteAuditStore:
         try:
             await self._prepare(conn)
         except AuditStorageError:
-            await conn.close()
+            conn.close()
             raise
         except (OSError, sqlite3.Error) as exc:
-            await conn.close()
+            conn.close()
             raise AuditStorageError(f"cannot prepare audit database {self.path}: {exc}") from exc
-        self._writer, self._raw = conn, raw
+        except BaseException:
+            conn.close()
+            raise
+        self._writer = conn
         self._identity = self._file_identity()
         _warn_if_shared(self.path)
 
@@ -226,7 +223,7 @@ class SQLiteAuditStore:
             return None
         return (st.st_dev, st.st_ino)
 
-    async def _prepare(self, conn: aiosqlite.Connection) -> None:
+    async def _prepare(self, conn: sqlite3.Connection) -> None:
         """WAL mode, schema and migrations, safe when several processes start at once.
 
         The schema is created inside ``BEGIN IMMEDIATE`` (the write lock first,
@@ -238,40 +235,46 @@ class SQLiteAuditStore:
         delay = 0.005
         while True:
             try:
-                await self._check_before_writing(conn)
-                mode = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-                current = str(next(iter(mode))[0]).lower() if mode else "?"
-                if current != "wal":
-                    logger.warning("audit database %s is not in WAL mode (%s)", self.path, current)
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    prior = await meta_sql.prior_shape(conn)
-                    for statement in _SCHEMA_STATEMENTS:
-                        await conn.execute(statement)
-                    await _migrate(conn, self.signer, prior, self.path)
-                    scheme = await meta_sql.trail_scheme(conn)
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    raise
-                # the trail is extended under the key scheme its meta records
-                if self.chainer is not None:
-                    self.chainer = self.chainer.for_scheme(scheme)
-                return
+                scheme = self._prepare_once(conn)
             except sqlite3.OperationalError as exc:
                 text = str(exc).lower()
                 if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.1)
+                continue
+            # the trail is extended under the key scheme its meta records
+            if self.chainer is not None:
+                self.chainer = self.chainer.for_scheme(scheme)
+            return
 
-    async def _check_before_writing(self, conn: aiosqlite.Connection) -> None:
+    def _prepare_once(self, conn: sqlite3.Connection) -> int:
+        """One attempt of :meth:`_prepare`; returns the trail's key scheme."""
+        self._check_before_writing(conn)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        current = str(mode[0]).lower() if mode else "?"
+        if current != "wal":
+            logger.warning("audit database %s is not in WAL mode (%s)", self.path, current)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            prior = meta_sql.prior_shape(conn)
+            for statement in _SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            _migrate(conn, self.signer, prior, self.path)
+            scheme = meta_sql.writing_scheme(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            batch_sql.rollback_quietly(conn)
+            raise
+        return scheme
+
+    def _check_before_writing(self, conn: sqlite3.Connection) -> None:
         """Refuse, before the first write, a file this code must not write (reads only)."""
-        version = await conn.execute_fetchall("PRAGMA user_version")
-        rows = await conn.execute_fetchall(trail_sql.SHAPE_SQL)
+        version = conn.execute("PRAGMA user_version").fetchone()
+        rows = conn.execute(trail_sql.SHAPE_SQL).fetchall()
         trail_sql.check_trail(
             self.path,
-            int(next(iter(version))[0]),
+            int(version[0]),
             [(str(t), c) for t, c in rows],
             known=SCHEMA_VERSION,
             creating=True,
@@ -290,14 +293,11 @@ class SQLiteAuditStore:
             await self._drop_writer()
         if self._writer is None:
             await self.open()
-        conn, raw = self._writer, self._raw
+        conn = self._writer
         assert conn is not None
-        assert raw is not None
         try:
-            # the whole transaction (and an anchor, if due) in one hop
-            await batch_sql.run_in_thread(
-                conn, batch_sql.write_batch, raw, rows, self.chainer, self.anchors
-            )
+            # the whole transaction (and an anchor, if due) in one call on this thread
+            batch_sql.write_batch(conn, rows, self.chainer, self.anchors)
         except BaseException:
             # Start the retry from a fresh connection: a read-only or vanished
             # file, or a full disk, can leave this one unusable.
@@ -306,16 +306,12 @@ class SQLiteAuditStore:
 
     async def _drop_writer(self, *, rollback: bool = False) -> None:
         conn, self._writer = self._writer, None
-        self._raw = None
         if conn is None:
             return
         if rollback:
-            try:
-                await conn.rollback()
-            except Exception:
-                logger.debug("rolling back a failed audit batch", exc_info=True)
+            batch_sql.rollback_quietly(conn)
         try:
-            await conn.close()  # always: aiosqlite's thread would otherwise block exit
+            conn.close()
         except Exception:
             logger.debug("closing a failed audit connection", exc_info=True)
 
@@ -414,10 +410,7 @@ class SQLiteAuditStore:
         if reader is not None:
             await reader.close()
         if self.anchors is not None and self.anchors.pending and self._writer is not None:
-            # the trail's end at close
-            await batch_sql.run_in_thread(
-                self._writer, batch_sql.append_anchor, self._raw, self.anchors
-            )
+            batch_sql.append_anchor(self._writer, self.anchors)  # the trail's end at close
         await self._drop_writer()
         if self._tidy:
             self._tidy = False
@@ -454,8 +447,8 @@ def _warn_if_shared(path: Path) -> None:
         )
 
 
-async def _migrate(
-    conn: aiosqlite.Connection, signer: Chainer, prior: meta_sql.PriorShape, path: Path
+def _migrate(
+    conn: sqlite3.Connection, signer: Chainer, prior: meta_sql.PriorShape, path: Path
 ) -> None:
     """Upgrade older trails in place (the design note's schema is version 0).
 
@@ -465,23 +458,22 @@ async def _migrate(
     to it and nowhere else (nulling hashes cannot hide an edit), and opening
     a chained trail never re-creates nor re-signs it.
     """
-    columns = {row[1] for row in await conn.execute_fetchall("PRAGMA table_info(audit_logs)")}
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_logs)")}
     for column in ("row_hash", *CALLER_COLUMNS, "event_id"):
         if column not in columns:
-            await conn.execute(f"ALTER TABLE audit_logs ADD COLUMN {column} TEXT")
+            conn.execute(f"ALTER TABLE audit_logs ADD COLUMN {column} TEXT")
     if "event_id" not in columns:
         # rows of older versions get their fleet-wide identity once, here
-        await conn.execute(f"UPDATE audit_logs SET event_id = {_EVENT_ID} WHERE event_id IS NULL")
-    await meta_sql.write_first_meta(
+        conn.execute(f"UPDATE audit_logs SET event_id = {_EVENT_ID} WHERE event_id IS NULL")
+    meta_sql.write_first_meta(
         conn,
         signer,
         meta_existed=prior.meta_existed,
         had_row_hash=prior.had_row_hash,
         path=path,
     )
-    version = await conn.execute_fetchall("PRAGMA user_version")
-    if int(next(iter(version))[0]) < SCHEMA_VERSION:
-        await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def build_select(query: LogQuery) -> tuple[str, list[Any]]:
