@@ -10,8 +10,9 @@ this small object, never to the service: a handle collected without
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
-from ._writer import WriterHooks
+from ._writer import AuditStats, WriterHooks
 from .forwarding._forwarder import Forwarder
 
 __all__ = ["Fleet"]
@@ -35,6 +36,20 @@ class Fleet:
     def notify(self) -> None:
         for forwarder in self.forwarders:
             forwarder.notify()
+
+    def with_forwarding(self, stats: AuditStats) -> AuditStats:
+        """The writer's ``stats`` with the forwarders' lag and errors, worst and per sink."""
+        if not self.forwarders:
+            return stats
+        per_sink = {f.sink_name: f.stats() for f in self.forwarders}
+        errors = [f"{name}: {s.last_error}" for name, s in per_sink.items() if s.last_error]
+        return replace(
+            stats,
+            forward_lag_entries=max(s.lag_entries for s in per_sink.values()),
+            forward_lag_seconds=max(s.lag_seconds for s in per_sink.values()),
+            forward_last_error="; ".join(errors) or None,
+            forwarding=per_sink,
+        )
 
     def close(self) -> None:
         """Close every forwarder within the one ``forward_timeout`` they share."""

@@ -27,6 +27,7 @@ fresh lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -36,13 +37,15 @@ from typing import Any, Protocol
 
 from ._writer import AuditWriter
 from .config import AuditSettings
-from .exceptions import AuditConfigError
+from .exceptions import AuditConfigError, AuditTimeoutError
 
 __all__ = [
     "MUST_MATCH",
     "PER_HANDLE",
     "Trail",
+    "aclose_handle",
     "acquire",
+    "close_handle",
     "release",
     "trail_key",
     "trails_to",
@@ -128,6 +131,43 @@ def release(trail: Trail) -> bool:
         if _trails.get(trail.key) is trail:
             del _trails[trail.key]
         return True
+
+
+def close_handle(trail: Trail, wait: float) -> None:
+    """One handle closes: the last one stops the writer, then the forwarders; others flush."""
+    if not release(trail):
+        _flush_shared(trail, wait)
+        return
+    try:
+        trail.writer.close(wait)
+    finally:
+        trail.fleet.close()
+
+
+async def aclose_handle(trail: Trail, wait: float) -> None:
+    """:func:`close_handle` without blocking the loop (the forwarders close in a thread)."""
+    if not release(trail):
+        await asyncio.to_thread(_flush_shared, trail, wait)
+        return
+    try:
+        await trail.writer.aclose(wait, run_hooks=False)
+    finally:
+        await asyncio.to_thread(trail.fleet.close)
+
+
+def _flush_shared(trail: Trail, wait: float) -> None:
+    """Closing one of several handles: flush, never stop the others' writer."""
+    if trail.writer.closed:
+        return
+    try:
+        trail.writer.flush(wait)
+    except AuditTimeoutError as exc:
+        logger.warning(
+            "finops_audit: %s; the writer still open for the other services on %s "
+            "keeps them and retries",
+            exc,
+            trail.key,
+        )
 
 
 def writing(key: str) -> Trail | None:

@@ -1,5 +1,16 @@
 """AuditService: the user's handle on the trail: queries, flush, close, health.
 
+A facade: the class holds the public API (its signatures and docstrings are
+the API reference) and the handle's lifecycle, and hands the work to one
+module per concept, so a new feature lands where it belongs, not here:
+
+- ``_query_args``: the arguments of every query, checked once into a ``LogQuery``;
+- ``_store_access``: which store a query reaches, read-your-writes, forwarding waits;
+- ``_trail_reader``: entries, pages, exports, analytics, verification;
+- ``_maintainer``: purge and retention, backups, key rotation;
+- ``_trail_setup`` and ``_fleet``: the writer and forwarders a first handle builds;
+- ``_trails``: the process-wide registry of writers, one per file.
+
 Every service on one file in a process is a handle on one shared writer
 (queue, thread, store; see ``_trails``), so a call that has returned is
 visible whichever handle reads. Decorators without ``service=`` use the
@@ -11,37 +22,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from . import _trails
-from ._anchors import AnchorLog
 from ._chain import Chainer
 from ._fieldcrypt import FieldOpener, keyring_from_settings
 from ._fleet import Fleet
-from ._maintainer import TrailMaintainer, apply_retention
+from ._maintainer import TrailMaintainer
 from ._query_args import MAX_LIMIT, bucket_seconds, make_query, with_caller, with_value
 from ._rotation import KeyUsage, RotationReport
 from ._store_access import Ask, StoreAccess
 from ._trail_reader import TrailReader
-from ._writer import AuditStats, AuditWriter
+from ._trail_setup import build_trail
+from ._writer import AuditStats
 from .analytics import ErrorGroup, TimeBucket, ToolStats
 from .config import AuditSettings, load_settings
-from .exceptions import AuditConfigError, AuditTimeoutError
-from .forwarding._setup import build_central_store, build_forwarders
+from .exceptions import AuditConfigError
+from .forwarding._setup import build_central_store
 from .maintenance import BackupReport, PurgeReport, VerifyReport
 from .models import AuditLogEntry, AuditStatus
 from .redaction import Redactor
 from .storage.base import LogQuery
-from .storage.sqlite import SQLiteAuditStore
 
 __all__ = [
     "MAX_LIMIT",
@@ -51,8 +59,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-logger = logging.getLogger("finops_audit")
 
 
 class AuditService:
@@ -84,14 +90,12 @@ class AuditService:
             settings = settings.model_copy(
                 update={k: v for k, v in {"db_path": db_path, **overrides}.items() if v is not None}
             )
-        self._read_only = read_only
         if read_only:
             # A reader never purges, forwards or takes over the host's signals.
             settings = settings.model_copy(update={"retention_days": None, "handle_signals": False})
         self.settings = settings
         key = settings.hmac_key.get_secret_value().encode() if settings.hmac_key else None
         self._verifier = Chainer(key)
-        self._chainer = self._verifier if settings.hash_chain else None
         self.redactor = Redactor(
             enabled=settings.redact,
             extra_keys=settings.redact_keys,
@@ -105,15 +109,19 @@ class AuditService:
         self._central = build_central_store(settings, self._verifier)
         # One writer per file in the process: this service is a handle on it
         # (see _trails); the first handle's settings build it.
+        chainer = self._verifier if settings.hash_chain else None
+        build = functools.partial(
+            build_trail, settings, self.redactor, self._verifier, chainer, read_only
+        )
         if read_only:
             # Its own store (mode=ro), never shared with a writer on the same file.
-            writer, fleet = self._build_writer()
+            writer, fleet = build()
             self._trail = _trails.Trail(
                 _trails.trail_key(settings.db_path), settings, None, writer, fleet
             )
             built = False
         else:
-            self._trail, built = _trails.acquire(settings, redactor, self._build_writer)
+            self._trail, built = _trails.acquire(settings, redactor, build)
         self._writer = self._trail.writer
         self._fleet: Fleet = self._trail.fleet  # type: ignore[assignment]
         # Reads and maintenance go through one way to the store (see _store_access).
@@ -123,46 +131,6 @@ class AuditService:
         if built and self._fleet.forwarders and self.db_path.exists():
             # A replica restarted with a backlog ships it even before its first call.
             self._fleet.start()
-
-    def _build_writer(self) -> tuple[AuditWriter, Fleet]:
-        # The file is fixed now: a later chdir must not move the trail.
-        settings = self.settings.model_copy(
-            update={"db_path": Path(_trails.trail_key(self.settings.db_path))}
-        )
-        # The writer outlives an unclosed service (it is drained at exit), so
-        # nothing it holds may refer back to the service: plain partials.
-        retention = (
-            functools.partial(apply_retention, settings.retention_days, self._verifier)
-            if settings.retention_days is not None
-            else None
-        )
-        store_factory = functools.partial(
-            SQLiteAuditStore,
-            settings.db_path,
-            synchronous=settings.synchronous,
-            busy_timeout=settings.busy_timeout,
-            chainer=None if self._read_only else self._chainer,
-            signer=self._verifier,
-            read_only=self._read_only,
-            anchors=(
-                AnchorLog(
-                    settings.anchor_path.absolute(),  # a later chdir must not move it
-                    self._verifier,
-                    str(settings.db_path),
-                    settings.anchor_interval,
-                )
-                if settings.anchor_path is not None and not self._read_only
-                else None
-            ),
-        )
-        # With a central store, retention is applied there (and to the buffer only
-        # below the forwarding cursor), never to rows still waiting to be sent.
-        forwarders = [] if self._read_only else build_forwarders(settings, self._verifier)
-        fleet = Fleet(forwarders, settings.forward_timeout)
-        if fleet.forwarders:
-            retention = None  # the forwarders apply it, never above their cursors
-        hooks = fleet.hooks() if fleet.forwarders else None
-        return AuditWriter(store_factory, settings, self.redactor, retention, hooks), fleet
 
     @property
     def db_path(self) -> Path:
@@ -496,13 +464,7 @@ class AuditService:
         self._access.handle_closed = True
         wait = self.settings.close_timeout if timeout is None else timeout
         try:
-            if not _trails.release(self._trail):
-                self._flush_shared(wait)
-                return
-            try:
-                self._writer.close(wait)
-            finally:
-                self._fleet.close()
+            _trails.close_handle(self._trail, wait)
         finally:
             self._access.stop_central()
 
@@ -512,45 +474,14 @@ class AuditService:
         self._access.handle_closed = True
         wait = self.settings.close_timeout if timeout is None else timeout
         try:
-            if not _trails.release(self._trail):
-                await asyncio.to_thread(self._flush_shared, wait)
-                return
-            try:
-                await self._writer.aclose(wait, run_hooks=False)
-            finally:
-                await asyncio.to_thread(self._fleet.close)
+            await _trails.aclose_handle(self._trail, wait)
         finally:
             await asyncio.to_thread(self._access.stop_central)
-
-    def _flush_shared(self, wait: float) -> None:
-        """Closing one of several handles: flush, never stop the others' writer."""
-        if self._writer.closed:
-            return
-        try:
-            self._writer.flush(wait)
-        except AuditTimeoutError as exc:
-            logger.warning(
-                "finops_audit: %s; the writer still open for the other services on %s "
-                "keeps them and retries",
-                exc,
-                self._trail.key,
-            )
 
     def stats(self) -> AuditStats:
         """Counters of the writer (accepted, written, pending, dropped, last error)
         and of forwarding (lag in entries and seconds, last error, per destination)."""
-        stats = self._writer.stats()
-        if not self._fleet.forwarders:
-            return stats
-        per_sink = {f.sink_name: f.stats() for f in self._fleet.forwarders}
-        errors = [f"{name}: {s.last_error}" for name, s in per_sink.items() if s.last_error]
-        return replace(
-            stats,
-            forward_lag_entries=max(s.lag_entries for s in per_sink.values()),
-            forward_lag_seconds=max(s.lag_seconds for s in per_sink.values()),
-            forward_last_error="; ".join(errors) or None,
-            forwarding=per_sink,
-        )
+        return self._fleet.with_forwarding(self._writer.stats())
 
     def __enter__(self) -> AuditService:
         return self
