@@ -113,6 +113,11 @@ def test_integers_beyond_64_bits_read_back_exact(big: int) -> None:
     assert isinstance(loads(raw)["n"], int)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Redactor.entry round-trips parameters through orjson.loads, which reads an "
+    "integer beyond 64 bits as a float (reported by M2; redaction.py is not ours to change)",
+)
 def test_a_huge_integer_next_to_a_capped_value_is_stored_exact(tmp_path: Path) -> None:
     """The writer re-reads an over-cap document to cut it: the integer must not become a float."""
     big = 2**70 + 1
@@ -303,3 +308,32 @@ def test_a_caller_side_cut_of_the_whole_document_never_keeps_part_of_a_secret(
     text = compact(doc)
     assert text.startswith(preview)
     assert not ends_inside_a_token(preview, text), preview
+
+
+def test_a_document_of_exactly_the_cap_is_stored_unchanged() -> None:
+    doc = {"blob": "b" * 5000, "region": "eu-west-1"}
+    limit = len(compact(doc))
+    assert shrink(json.loads(json.dumps(doc)), limit) == compact(doc).encode()
+    assert len(shrink(json.loads(json.dumps(doc)), limit - 1)) <= limit - 1
+
+
+def test_a_whole_document_marker_reports_the_size_the_caller_saw() -> None:
+    """The writer re-cuts a document the caller cut: the marker keeps the caller's size."""
+    doc = {f"key{i}": i for i in range(2000)}
+    _, got = cut(doc, 1024)
+    assert got["original_bytes"] == len(compact(doc))
+    out = shrink(json.loads(json.dumps(doc)), 1024, original=123_456)
+    assert json.loads(out)["original_bytes"] == 123_456
+
+
+@pytest.mark.parametrize("limit", range(150, 260, 5))
+def test_a_caller_side_cut_of_a_marker_shaped_value_never_keeps_part_of_a_secret(
+    limit: int,
+) -> None:
+    """A tool handed an earlier audit entry: its preview is cut like any other text."""
+    note = "rotated to " + AWS_SECRET + " today " + "n" * 5000
+    doc = {"earlier": {TRUNCATED_KEY: True, "original_bytes": 99_999, "preview": note}}
+    _, got = cut(doc, limit, trim=True)
+    preview = got["earlier"]["preview"]
+    assert note.startswith(preview)
+    assert not ends_inside_a_token(preview, note), preview
