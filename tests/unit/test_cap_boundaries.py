@@ -113,11 +113,6 @@ def test_integers_beyond_64_bits_read_back_exact(big: int) -> None:
     assert isinstance(loads(raw)["n"], int)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Redactor.entry round-trips parameters through orjson.loads, which reads an "
-    "integer beyond 64 bits as a float (reported by M2; redaction.py is not ours to change)",
-)
 def test_a_huge_integer_next_to_a_capped_value_is_stored_exact(tmp_path: Path) -> None:
     """The writer re-reads an over-cap document to cut it: the integer must not become a float."""
     big = 2**70 + 1
