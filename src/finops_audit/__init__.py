@@ -22,6 +22,7 @@ from .exceptions import (
     AuditQueueFullError,
     AuditStorageError,
     AuditTimeoutError,
+    AuditUnavailableError,
     AuditWriterError,
 )
 from .forwarding._forwarder import ForwardStats
@@ -46,6 +47,7 @@ __all__ = [
     "AuditStatus",
     "AuditStorageError",
     "AuditTimeoutError",
+    "AuditUnavailableError",
     "AuditWriterError",
     "ErrorGroup",
     "ForwardStats",

@@ -31,12 +31,20 @@ from ._envcheck import warn_unknown_variables
 from ._keyring import parse_keyring, read_keyring_file
 from .exceptions import AuditConfigError
 
-__all__ = ["ENV_PREFIX", "AuditSettings", "OverflowPolicy", "SynchronousMode", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "AuditSettings",
+    "Durability",
+    "OverflowPolicy",
+    "SynchronousMode",
+    "load_settings",
+]
 
 ENV_PREFIX = "AUDIT_"
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 OverflowPolicy = Literal["block", "drop", "raise"]
+Durability = Literal["off", "commit"]
 
 
 class AuditSettings(BaseSettings):
@@ -86,6 +94,23 @@ class AuditSettings(BaseSettings):
         ge=0,
         le=3600,
         description="Seconds a caller waits for room under the block policy before dropping.",
+    )
+    max_unwritten_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Seconds the writer may fall behind before the block policy paces callers "
+        "(to that many seconds of writing): what a SIGKILL can lose, at most queue_size.",
+    )
+    durability: Durability = Field(
+        default="off",
+        description="commit: a decorated call returns only after its entry is committed "
+        "(group commit, waits up to block_timeout); off: it returns after the hand-off.",
+    )
+    fail_closed: bool = Field(
+        default=False,
+        description="Durable mode: a call whose entry is not committed within block_timeout "
+        "raises AuditUnavailableError instead of returning (the tool has already run).",
     )
     busy_timeout: float = Field(
         default=5.0, ge=0, le=3600, description="Seconds SQLite waits for another writer's lock."
@@ -343,7 +368,7 @@ class AuditSettings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("overflow_policy", mode="before")
+    @field_validator("overflow_policy", "durability", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

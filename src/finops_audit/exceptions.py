@@ -8,11 +8,13 @@ this library, so ``except ValueError`` keeps working::
     ├── AuditClosedError       (RuntimeError)  the service was closed
     ├── AuditQueueFullError    (RuntimeError)  overflow policy "raise" refused an entry
     ├── AuditTimeoutError      (TimeoutError)  flush/close did not finish in time
+    ├── AuditUnavailableError  (RuntimeError)  durable, fail-closed: the entry was not committed
     ├── AuditStorageError      (OSError)       the database cannot be used
     └── AuditWriterError       (RuntimeError)  the background writer stopped unexpectedly
 
 Decorators never raise these into the tool they watch, except
-``AuditQueueFullError`` when the user chose the ``raise`` overflow policy.
+``AuditQueueFullError`` when the user chose the ``raise`` overflow policy, and
+``AuditUnavailableError`` in durable mode with ``AUDIT_FAIL_CLOSED=true``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "AuditQueueFullError",
     "AuditStorageError",
     "AuditTimeoutError",
+    "AuditUnavailableError",
     "AuditWriterError",
 ]
 
@@ -46,6 +49,15 @@ class AuditQueueFullError(AuditError, RuntimeError):
 
 class AuditTimeoutError(AuditError, TimeoutError):
     """A flush or close did not complete within its timeout; entries stay queued."""
+
+
+class AuditUnavailableError(AuditError, RuntimeError):
+    """Durable mode, fail-closed (``AUDIT_DURABILITY=commit``, ``AUDIT_FAIL_CLOSED=true``):
+    the call's entry could not be committed within ``block_timeout``, so its
+    result is withheld. The tool itself has already run (the audit records a
+    finished call), as with Vault's audit devices: no audit, no answer. The
+    tool's own exception, if it raised one, is the ``__cause__``. The entry
+    stays queued and is still written if the database comes back."""
 
 
 class AuditStorageError(AuditError, OSError):

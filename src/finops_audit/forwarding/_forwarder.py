@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .._chain import GENESIS
+from .._lifecycle import on_exit
 from ..exceptions import AuditTimeoutError
 from .base import BUFFER_COLUMNS, BufferedRow, ForwardSink, ReplicaConflictError, ReplicaInfo
 
@@ -625,3 +626,7 @@ def close_all() -> None:
     for forwarder in list(_all):
         if forwarder._pid == os.getpid():
             forwarder.close()
+
+
+# After every writer drained at interpreter exit, forwarders deliver what they can.
+on_exit(close_all)

@@ -1,0 +1,105 @@
+"""Durable mode (``AUDIT_DURABILITY=commit``): a call returns once its entry is committed.
+
+For those who must not lose one entry: the default hand-off returns at once
+and a SIGKILL loses what was not yet written (``max_unwritten_seconds`` of
+it). Here the decorated call queues its entry with a :class:`DurableMarker`,
+wakes the writer at once and waits for the commit: a sync tool in its own
+thread (a ``concurrent.futures.Future``), an async tool without blocking its
+loop (the same future, wrapped). Every waiter queued when the writer starts a
+batch shares its one transaction and its one fsync (group commit), so the cost
+per call is about one commit's latency, not one commit per call.
+
+If the entry is not committed within ``block_timeout`` (a dead or locked
+database), or was dropped, the policy decides:
+
+* default: the call returns (or raises the tool's own exception) as if
+  nothing happened; ``stats().durable_timeouts`` counts it, a warning is
+  logged at most once an interval, and the entry stays queued (it is still
+  written if the database comes back; a dropped one is marked by a gap row);
+* ``AUDIT_FAIL_CLOSED=true``: the call raises :class:`AuditUnavailableError`
+  (from the tool's own exception, if any). The tool has already run: the
+  audit records a finished call, so what fails closed is the answer.
+
+These functions are chosen at decoration time; the default path never sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ._faults import WARN_INTERVAL
+from ._writer_types import DurableMarker, Entry
+from .exceptions import AuditUnavailableError
+
+if TYPE_CHECKING:
+    from ._writer import AuditWriter
+
+__all__ = ["commit", "commit_async"]
+
+logger = logging.getLogger("finops_audit")
+
+_last_warning = -WARN_INTERVAL
+
+
+def commit(writer: AuditWriter, entry: Entry, tool_error: BaseException | None = None) -> None:
+    """Hand ``entry`` over and wait (this thread) until it is committed; see the module doc."""
+    marker = DurableMarker(entry)
+    writer.submit_durable(marker)
+    timeout = writer._settings.block_timeout
+    try:
+        marker.future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
+    except Exception as exc:  # dropped, or given up on at close
+        _unconfirmed(writer, str(exc), tool_error)
+
+
+async def commit_async(
+    writer: AuditWriter, entry: Entry, tool_error: BaseException | None = None
+) -> None:
+    """:func:`commit` for async tools: waits without blocking the event loop."""
+    marker = DurableMarker(entry)
+    if not writer.try_submit_durable(marker):
+        await writer.asubmit_wait(marker)
+        writer._wake_for_durable()
+    timeout = writer._settings.block_timeout
+    future = marker.future
+    if not future.done():
+        # Never cancel the wrapper: a cancelled caller leaves its entry queued.
+        await asyncio.wait((asyncio.wrap_future(future),), timeout=timeout)
+    if not future.done():
+        _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
+    elif future.exception() is not None:
+        _unconfirmed(writer, str(future.exception()), tool_error)
+
+
+def _unconfirmed(writer: AuditWriter, why: str, tool_error: BaseException | None) -> None:
+    """Count it; raise under fail-closed, else warn (at most once an interval)."""
+    global _last_warning
+    with writer._lock:
+        writer._durable_timeouts += 1
+        total = writer._durable_timeouts
+    where = writer._store.describe()
+    fault = writer._last_error or "no database error recorded"
+    if writer._settings.fail_closed:
+        raise AuditUnavailableError(
+            f"the audit entry of this call could not be committed to {where}: {why} "
+            f"(last error: {fault}). The tool has run, but AUDIT_FAIL_CLOSED=true withholds "
+            "its result until the trail can be written. Fix the database (see "
+            "AuditService.stats().last_error), or raise AUDIT_BLOCK_TIMEOUT for a slow disk."
+        ) from tool_error
+    now = time.monotonic()
+    if now - _last_warning >= WARN_INTERVAL:
+        _last_warning = now
+        logger.warning(
+            "finops_audit durable mode: a call returned before its audit entry was committed "
+            "to %s: %s (last error: %s; %d such calls so far)",
+            where,
+            why,
+            fault,
+            total,
+        )
