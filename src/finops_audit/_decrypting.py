@@ -1,7 +1,7 @@
 """Readers see plaintext with the keyring, markers without it: a view over any store.
 
 The service hands every query (its own, the CLI's and the dashboard's, which
-all go through ``AuditService._ask``) a :class:`DecryptingReader` around the
+all go through ``_store_access.StoreAccess.ask``) a :class:`DecryptingReader` around the
 store, so both stores, every entry-returning query and the error groups open
 encrypted fields the same way. ``rows_after`` (the export path) stays raw: a
 plain export keeps the ciphertext; ``export(decrypt=True)`` opens rows itself
