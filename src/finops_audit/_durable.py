@@ -28,21 +28,77 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._faults import WARN_INTERVAL
 from ._writer_types import DurableMarker, Entry
-from .exceptions import AuditUnavailableError
+from .exceptions import AuditQueueFullError, AuditUnavailableError
 
 if TYPE_CHECKING:
     from ._writer import AuditWriter
 
-__all__ = ["commit", "commit_async"]
+__all__ = ["DurableOffer", "commit", "commit_async", "durable_hand_off", "durable_offer"]
 
 logger = logging.getLogger("finops_audit")
 
 _last_warning = -WARN_INTERVAL
+
+
+_FAILURE = "FAILURE"
+
+
+def _tool_error(entry: Entry) -> BaseException | None:
+    """The tool's own exception: a failed call's entry is handed over inside the
+    decorator's ``except`` block, where it is the exception being handled."""
+    return sys.exc_info()[1] if entry[4] == _FAILURE else None
+
+
+def durable_hand_off(
+    get_writer: Callable[[], AuditWriter], on_error: Callable[[Exception], None]
+) -> Callable[[Entry], None]:
+    """The sync decorator's hand-off in durable mode (chosen at decoration time)."""
+
+    def hand_off(entry: Entry) -> None:
+        try:
+            writer = get_writer()
+        except Exception as exc:
+            on_error(exc)
+            return
+        commit(writer, entry, _tool_error(entry))
+
+    return hand_off
+
+
+class DurableOffer:
+    """What the async decorator awaits in durable mode: ``asubmit_wait(entry)``."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self._writer = writer
+
+    async def asubmit_wait(self, entry: Entry) -> None:
+        await commit_async(self._writer, entry, _tool_error(entry))
+
+
+def durable_offer(
+    get_writer: Callable[[], AuditWriter], on_error: Callable[[Exception], None]
+) -> Callable[[Entry], DurableOffer | None]:
+    """The async decorator's ``offer`` in durable mode: always something to await."""
+
+    def offer(entry: Entry) -> DurableOffer | None:
+        try:
+            return DurableOffer(get_writer())
+        except AuditQueueFullError:
+            raise
+        except Exception as exc:
+            on_error(exc)
+            return None
+
+    return offer
 
 
 def commit(writer: AuditWriter, entry: Entry, tool_error: BaseException | None = None) -> None:

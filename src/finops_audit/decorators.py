@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _signals
+from ._durable import durable_hand_off, durable_offer
 from ._encoding import describe_exception, make_param_snapshot
 from ._mcp_context import HIDDEN, hidden_context_type, make_capture
 from ._prescan import declare_parameters
@@ -73,6 +74,12 @@ def _prepare(
     else:
         get_writer = _default_writer
     return settings.logging_enabled, tool_name, get_writer, settings.max_param_bytes
+
+
+def _durable(service: AuditService | None) -> bool:
+    """Durable mode (``AUDIT_DURABILITY=commit``), decided once: the default path never asks."""
+    settings = service.settings if service is not None else load_settings()
+    return settings.durability == "commit"
 
 
 def _audit_failed(exc: BaseException) -> None:
@@ -154,6 +161,9 @@ def _audit_async(
         except Exception as exc:
             _audit_failed(exc)
             return None
+
+    if _durable(service):  # returns something with the same asubmit_wait(entry)
+        offer = durable_offer(get_writer, _audit_failed)  # type: ignore[assignment]
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -249,6 +259,9 @@ def _audit_sync(
             raise
         except Exception as exc:
             _audit_failed(exc)
+
+    if _durable(service):  # same signature; mypy will not rebind a def
+        hand_off = durable_hand_off(get_writer, _audit_failed)  # type: ignore[assignment]
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
