@@ -219,3 +219,19 @@ def test_purge_waits_for_a_busy_writer_instead_of_failing(db_path: Path) -> None
                 release.join()
         assert report.rows_deleted == 0
         assert len(svc.get_logs()) == 3
+
+
+def test_a_reader_follows_a_trail_replaced_under_it(tmp_path: Path) -> None:
+    """A restore from backup (or a rotation) swaps the file: the next read sees the new one."""
+    db, other = tmp_path / "audit.db", tmp_path / "restored.db"
+    for path, calls in ((db, 2), (other, 5)):
+        with AuditService(path) as svc:
+            record(svc, calls)
+    reader = AuditService(db, read_only=True)
+    try:
+        assert reader.count() == 2
+        os.replace(other, db)
+        assert reader.count() == 5
+        assert len(reader.get_logs()) == 5
+    finally:
+        reader.close()
