@@ -170,3 +170,17 @@ def test_a_contradicted_anchor_is_reported_with_its_line_and_time(
         f"anchored row 6 is gone (anchor {anchors} line 2, {stamp}): rows 5..6 "
         "(at least) were deleted"
     )
+
+
+def test_an_anchor_of_an_empty_trail_does_not_end_the_check(db_path: Path, tmp_path: Path) -> None:
+    anchors = tmp_path / "anchors.jsonl"
+    trail(db_path, anchors)
+    anchors.write_bytes(signed_line(Chainer(None)) + anchors.read_bytes())
+    execute(
+        db_path,
+        "DELETE FROM audit_logs WHERE id > 2",
+        "UPDATE sqlite_sequence SET seq = 2 WHERE name = 'audit_logs'",
+    )
+    report = verify(db_path, anchors)
+    assert (report.ok, report.first_bad_id) == (False, 3)
+    assert f"anchor {anchors} line 2" in (report.problem or "")
