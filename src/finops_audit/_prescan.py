@@ -63,7 +63,11 @@ _SEP = b"\x00"
 
 def scan_text(text: bytes) -> bytes:
     """``text`` as the word search sees it (lower case, deletions); NUL kept."""
-    text = text.lower()
+    return _squeeze(text.lower())
+
+
+def _squeeze(text: bytes) -> bytes:
+    """:func:`scan_text` of text already in lower case."""
     if not text.isascii():
         for old, new in _FOLDS:
             text = text.replace(old, new)
@@ -180,13 +184,13 @@ class Prescan:
     def _flags(self, joined: bytes, n: int) -> list[bool]:
         flags = [False] * n
         lowered = joined.lower()
-        text = scan_text(lowered)
+        text = _squeeze(lowered)
         _mark(flags, text, [m[1] for m in self._matcher.find_matches_as_indexes(text)])
         if not lowered.isascii() and any(old in lowered for old, _ in _IGNORECASE_FOLDS):
             folded = lowered
             for old, new in _IGNORECASE_FOLDS:
                 folded = folded.replace(old, new)
-            folded = scan_text(folded)
+            folded = _squeeze(folded)
             for root in _IGNORECASE_ROOTS:
                 _mark(flags, folded, _finds(folded, root))
         if b"\\" in lowered:
@@ -195,7 +199,7 @@ class Prescan:
             _mark(flags, unescaped, _finds(unescaped, b"\\u"))
             slashes = unescaped.replace(b"\\/", b"/")  # "\/" is a "/", a base64 character
             _mark(flags, slashes, _finds(slashes.translate(_B64_TO_A), _B64_RUN))
-            text = scan_text(_JSON_ESCAPE.sub(b"", unescaped))
+            text = _squeeze(_JSON_ESCAPE.sub(b"", unescaped))
             _mark(flags, text, [m[1] for m in self._matcher.find_matches_as_indexes(text)])
         _mark(flags, joined, _finds(joined.translate(_B64_TO_A), _B64_RUN))
         if self._ids:
