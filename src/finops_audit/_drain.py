@@ -102,6 +102,11 @@ class DrainMixin(WriterState):
                 finally:
                     self._write_started = None
                 _release(durable, committed)
+                if durable:
+                    # The next group is expected about as large (decaying, so a
+                    # crowd that left stops being waited for).
+                    self._last_group = max(len(durable), int(self._last_group * 0.9))
+                    self._last_commit = time.perf_counter() - started
                 if self._adaptive:
                     self._adapt(len(entries), time.perf_counter() - started)
             self._inflight = 0

@@ -69,6 +69,7 @@ class WakeupMixin(WriterState):
         ``wake_by`` (monotonic seconds) bounds an idle sleep: the next retention purge.
         """
         loop = asyncio.get_running_loop()
+        gather_until: float | None = None
         while True:
             self._iterations += 1
             waiter: asyncio.Future[None] = loop.create_future()
@@ -80,6 +81,14 @@ class WakeupMixin(WriterState):
                 self._flush_requests = 0
             # Re-check after re-arming: a producer that saw the old flag did not wake us.
             if self._urgent():
+                delay = self._gather_delay()
+                if delay > 0.0:
+                    now = time.monotonic()
+                    if gather_until is None:
+                        gather_until = now + delay
+                    if now < gather_until:
+                        await self._wait(waiter, gather_until - now)
+                        continue  # each durable arrival wakes us to count again
                 self._waiter = None
                 return
             if self._queue or self._gap is not None:
@@ -98,6 +107,22 @@ class WakeupMixin(WriterState):
             if wake_by is not None and time.monotonic() >= wake_by:
                 return
             # Woken by the first entry: go round to collect a window of them.
+
+    def _gather_delay(self) -> float:
+        """Group commit: how long to wait for the rest of the durable callers' group.
+
+        Durable callers released by one commit come back together, but not at
+        the same instant: committing the first to return would split the group
+        into one tiny transaction and one large, each paying a whole fsync. So
+        while fewer durable entries are queued than the last group had, wait
+        for them, at most half the last commit's duration (2 ms at most). One
+        caller at a time (a group of one) never waits.
+        """
+        if self._stopping or len(self._queue) >= self._batch:
+            return 0.0
+        if self._flush_requests >= self._last_group:
+            return 0.0
+        return min(self._last_commit * 0.5, 0.002)
 
     async def _wait(self, waiter: asyncio.Future[None], timeout: float | None) -> None:
         handle = None

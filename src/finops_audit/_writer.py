@@ -132,6 +132,8 @@ class AuditWriter(HandoffMixin, WakeupMixin, DrainMixin, FaultsMixin):
         self._write_started = None
         # Flushes and durable waiters in the queue (a hint: a lost update costs one interval).
         self._flush_requests = 0
+        self._last_group = 0  # durable waiters of the last commit (group commit, _wakeup)
+        self._last_commit = 0.0
         self._stall_after = max(0.25, 4 * self._interval)
         self._pid = os.getpid()
 

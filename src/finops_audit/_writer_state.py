@@ -71,6 +71,8 @@ class WriterState:
     _idle: bool
     _iterations: int
     _flush_requests: int
+    _last_group: int
+    _last_commit: float
     _inflight: int
     _pid: int
 
