@@ -180,6 +180,8 @@ class Redactor:
         )
         # Caller fields repeat (one user, one session): decide each text once.
         self._field = lru_cache(maxsize=4096)(self._scrub_field)
+        # An audit_context's labels repeat call after call: decide each set once.
+        self._labels = lru_cache(maxsize=1024)(self._scrub_labels)
         self._short = 0 if extra_patterns else _SHORTEST_SECRET
 
     def _plain(self, name: str) -> bool:
@@ -329,6 +331,12 @@ class Redactor:
         except Exception:
             return REDACTED
 
+    def _scrub_labels(self, items: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """Labels as stored: a value under a sensitive key whole, the rest scrubbed."""
+        field = self._field
+        secret = self._secret_key
+        return tuple((field(k), REDACTED if secret(k) else field(v)) for k, v in items)
+
     def caller(self, caller: Caller | None) -> Caller | None:
         """Redact a caller's user, client, session, request and auth client ids and labels.
 
@@ -343,8 +351,7 @@ class Redactor:
         user, name, version, session, request, auth, trace, span, labels = caller
         if labels:
             try:
-                secret = self._secret_key
-                labels = {field(k): REDACTED if secret(k) else field(v) for k, v in labels.items()}
+                labels = dict(self._labels(tuple(labels.items())))
             except Exception:
                 labels = {FAILED_KEY: REDACTED}
         return (
