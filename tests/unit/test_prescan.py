@@ -20,12 +20,13 @@ import json
 import random
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from finops_audit import _prescan
+from finops_audit import AuditService, _prescan, audit_tool_sync
 from finops_audit._encoding import slow_dumps
 from finops_audit._prescan import Prescan, declare_parameters, declared_parameters
 from finops_audit.redaction import _ROOTS as _VALUE_ROOTS
@@ -354,3 +355,28 @@ def test_every_default_exact_key_is_found() -> None:
     redactor = Redactor()
     for name in DEFAULT_SENSITIVE_KEYS:
         assert redactor.candidates([orjson.dumps({name: "x"})]) == [True], name
+
+
+def test_keys_the_old_check_missed_never_reach_the_database(tmp_path: Path) -> None:
+    """End to end, on the raw bytes of a real SQLite file: the leak the new scan closes."""
+    secrets = {f"leak{i}-0123456789abcdef" for i in range(5)}
+    with AuditService(tmp_path / "audit.db") as svc:
+
+        @audit_tool_sync(service=svc)
+        def connect(n: int, **kwargs: str) -> int:
+            return n
+
+        @audit_tool_sync(service=svc)
+        def complete(max_tokens: int, **kwargs: str) -> int:  # a declared plain name
+            return max_tokens
+
+        connect(5, api2key="leak0-0123456789abcdef", **{"mfa\tcode": "leak1-0123456789abcdef"})
+        connect(5, **{"db\u00a0api\u00a0key": "leak2-0123456789abcdef"})
+        connect(5, **{"api_\u212aey": "leak3-0123456789abcdef"})  # noqa: PIE804 - as an identifier NFKC would fold the Kelvin sign
+        complete(5, api2key="leak4-0123456789abcdef")
+        connect(7, region="eu-west-1")
+        svc.flush()
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    for value in secrets:
+        assert value.encode() not in data, value
+    assert b"eu-west-1" in data  # the search looked at the right bytes
