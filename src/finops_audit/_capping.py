@@ -35,7 +35,9 @@ __all__ = ["TRUNCATED_KEY", "cap_text", "dumps", "loads", "shrink"]
 TRUNCATED_KEY = "$truncated"
 _TOKEN_TAIL = re.compile(r"[A-Za-z0-9\-._~+/=]+\Z")
 _TOKEN_CHAR = re.compile(r"[A-Za-z0-9\-._~+/=]")
-_LONG_INT = re.compile(rb"[0-9]{19}")
+# 19 digits in a row (a translate and a find: a third of a regex's cost)
+_DIGITS = bytes(b"0"[0] if i in b"0123456789" else b" "[0] for i in range(256))
+_LONG_INT = b"0" * 19
 #: Strings at most this long (encoded) are never cut: "every small value".
 _SMALL = 96
 #: Longest cut-off token tail a caller-side cut drops.
@@ -56,7 +58,7 @@ def dumps(value: Any) -> bytes:
 
 def loads(raw: bytes) -> Any:
     """Parse JSON; integers beyond 64 bits stay exact (orjson would make them floats)."""
-    if _LONG_INT.search(raw):
+    if _LONG_INT in raw.translate(_DIGITS):
         return json.loads(raw)
     return orjson.loads(raw)
 

@@ -183,6 +183,8 @@ class Redactor:
         # An audit_context's labels repeat call after call: decide each set once.
         self._labels = lru_cache(maxsize=1024)(self._scrub_labels)
         self._short = 0 if extra_patterns else _SHORTEST_SECRET
+        #: Parameter values shorter than this match no pattern (12: an account id).
+        self._min_text = 0 if extra_patterns else 12 if self._ids is not None else _SHORTEST_SECRET
 
     def _plain(self, name: str) -> bool:
         """Would the walk leave a key of this name (and its place) as it is?"""
@@ -298,29 +300,38 @@ class Redactor:
         return out, error
 
     def _walk(self, value: Any, found: list[tuple[str, str]]) -> Any:
+        cls = value.__class__
+        if cls is str:  # JSON's own types first, by exact type: no ABC checks per value
+            # No pattern matches fewer characters: most values skip the regex.
+            return value if len(value) < self._min_text else self._scrub_text(value)
+        if cls in _SCALARS:
+            return value
+        if cls is dict:
+            return self._walk_dict(value, found)
+        if cls is list or isinstance(value, list):
+            return [self._walk(v, found) for v in value]
         if isinstance(value, str):
             return self._scrub_text(value)
-        if isinstance(value, list):
-            return [self._walk(v, found) for v in value]
         if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for k, v in value.items():
-                if self._secret_key(k):
-                    out[k] = REDACTED
-                    _leaves(v, found, 0)
-                elif (
-                    self._hmac_key is not None
-                    and v is not None
-                    and normalise_key(k) in self._hmac_names
-                ):
-                    text = v if isinstance(v, str) else dumps(v).decode()
-                    out[k] = stand_in = self.pseudonym(text)
-                    if len(text) >= _MIN_SECRET:
-                        found.append((text, stand_in))
-                else:
-                    out[k] = self._walk(v, found)
-            return out
+            return self._walk_dict(value, found)
         return value
+
+    def _walk_dict(self, value: Mapping[str, Any], found: list[tuple[str, str]]) -> Any:
+        secret = self._secret_key
+        keyed = self._hmac_key is not None
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if secret(k):
+                out[k] = REDACTED
+                _leaves(v, found, 0)
+            elif keyed and v is not None and normalise_key(k) in self._hmac_names:
+                text = v if isinstance(v, str) else dumps(v).decode()
+                out[k] = stand_in = self.pseudonym(text)
+                if len(text) >= _MIN_SECRET:
+                    found.append((text, stand_in))
+            else:
+                out[k] = self._walk(v, found)
+        return out
 
     # ------------------------------------------------------------------ caller fields
 
@@ -382,6 +393,7 @@ class Redactor:
 
 #: The shortest text a built-in value pattern matches ("Basic " and 8 characters).
 _SHORTEST_SECRET = 14
+_SCALARS = frozenset({int, float, bool, type(None)})
 #: Values shorter than this are not removed from error messages (too likely to
 #: be ordinary words or numbers of the message itself).
 _MIN_SECRET = 4
