@@ -332,3 +332,15 @@ def test_a_caller_side_cut_of_a_marker_shaped_value_never_keeps_part_of_a_secret
     preview = got["earlier"]["preview"]
     assert note.startswith(preview)
     assert not ends_inside_a_token(preview, note), preview
+
+
+def test_an_error_cut_by_the_caller_and_again_by_the_writer_reports_the_original_size() -> None:
+    """One marker, with the size of the message the tool raised, not of the caller's cut."""
+    raised = "boom " + "no such key; " * 80_000
+    at_caller = cap_text(raised, 5000, trim=True)
+    assert len(at_caller.encode()) > 4000
+    at_writer = cap_text(at_caller, 1000)
+    assert len(at_writer.encode()) <= 1000
+    assert at_writer.startswith("boom no such key; ")
+    assert at_writer.endswith(f"… [truncated, {len(raised)} bytes]")
+    assert at_writer.count("truncated") == 1
