@@ -7,9 +7,11 @@ Usage::
     python benchmarks/summarize.py --compare before-1.json before-2.json -- after-1.json ...
 
 Every figure is a median, set against a baseline measured in the same run.
-Given several runs' JSON, each benchmark's median (and each ``*_median`` in
-its ``extra_info``) is the median over the runs, so one noisy run moves
-nothing. ``--compare`` prints before and after side by side, each merged so.
+Given several runs' JSON, each figure's row is the one of the run whose ratio
+(the number its verdict is made from) is the median over the runs, every
+run's value listed beside it: one noisy run moves nothing, and each ratio is
+still one to a baseline measured in the same run. ``--compare`` prints before
+and after side by side, each chosen so.
 Benchmarks missing from the JSON (a partial run) are reported as "not run".
 """
 
@@ -43,26 +45,31 @@ def _load(path: Path) -> tuple[list[Bench], dict[str, Any]]:
     return data.get("benchmarks", []), data
 
 
-def _merge(paths: list[Path]) -> tuple[list[Bench], dict[str, Any]]:
-    """Several runs as one: each benchmark's medians are the median over the runs."""
-    runs = [_load(path) for path in paths]
-    by_name: dict[str, list[Bench]] = {}
-    for benches, _ in runs:
-        for bench in benches:
-            by_name.setdefault(bench["fullname"], []).append(bench)
-    merged: list[Bench] = []
-    for same in by_name.values():
-        bench = json.loads(json.dumps(same[0]))  # a deep copy
-        bench["stats"]["median"] = statistics.median(_median(b) for b in same)
-        info = bench.setdefault("extra_info", {})
-        for key, value in info.items():
-            if key.endswith("_median") and isinstance(value, (int, float)):
-                info[key] = statistics.median(b["extra_info"][key] for b in same)
-        info["runs"] = len(same)
-        merged.append(bench)
-    data = dict(runs[0][1]) if runs else {}
-    data["runs"] = len(runs)
-    return merged, data
+def _median_run(tables: list[Table]) -> Table:
+    """One table from several runs: per figure, the run whose ratio is the median.
+
+    A row's cells (measured, baseline, ratio) all come from that one run, so the
+    ratio stays one to a baseline measured in the same run; the ratio cell lists
+    every run's value, to show the spread.
+    """
+    out = Table()
+    labels: dict[str, None] = {}
+    for table in tables:
+        labels.update(dict.fromkeys(row[0] for row in table.rows))
+    for label in labels:
+        runs = [(t.keys[label], t) for t in tables if label in t.keys]
+        if not runs:
+            rows = [row for t in tables for row in t.rows if row[0] == label]
+            ran = [row for row in rows if row[1] != "not run"]
+            out.add(*(ran or rows)[0])
+            continue
+        runs.sort(key=lambda kt: kt[0])
+        key, table = runs[(len(runs) - 1) // 2]
+        row = next(r for r in table.rows if r[0] == label)
+        spread = ", ".join(f"{k:.3g}" for k, _ in runs)
+        ratio = f"{row[3]} [runs: {spread}]".strip() if len(runs) > 1 else row[3]
+        out.add(row[0], row[1], row[2], ratio, row[4], row[5], key=key)
+    return out
 
 
 def _find(benches: Iterable[Bench], **match: Any) -> Bench | None:
@@ -86,11 +93,16 @@ def _verdict(ok: bool) -> str:
 
 
 class Table:
+    """Rows of cells; each row may carry ``key``, the number its verdict is made from."""
+
     def __init__(self) -> None:
         self.rows: list[tuple[str, ...]] = []
+        self.keys: dict[str, float] = {}
 
-    def add(self, *cells: str) -> None:
+    def add(self, *cells: str, key: float | None = None) -> None:
         self.rows.append(cells)
+        if key is not None and key == key:  # not NaN
+            self.keys[cells[0]] = key
 
     def render(self) -> str:
         head = ("figure", "measured (median)", "in-run baseline", "ratio", "target", "")
@@ -125,6 +137,7 @@ def overhead(benches: list[Bench], table: Table) -> None:
                 f"{share:.3f} of QueueHandler",
                 f"≤ {OVERHEAD_MAX_US:g} µs and ≤ {OVERHEAD_MAX_SHARE_OF_QUEUEHANDLER:g}",
                 _verdict(ok),
+                key=share if qh_us else over,
             )
     floor = _find(benches, figure="overhead", mode="sustained", role="floor")
     base = _find(benches, figure="overhead", mode="sustained", flavor="sync", role="baseline")
@@ -137,6 +150,7 @@ def overhead(benches: list[Bench], table: Table) -> None:
             "",
             "what this machine charges any design: 2 clocks, orjson, tuple, deque",
             "",
+            key=over,
         )
 
 
@@ -171,6 +185,7 @@ def burst(benches: list[Bench], table: Table) -> None:
                 f"{share:.3f} of QueueHandler",
                 f"≤ {OVERHEAD_MAX_US:g} µs and ≤ {OVERHEAD_MAX_SHARE_OF_QUEUEHANDLER:g}",
                 _verdict(ok),
+                key=share if qh_us else over,
             )
 
 
@@ -202,6 +217,7 @@ def throughput(benches: list[Bench], table: Table) -> None:
             f"{share:.0%} of raw",
             f"≥ {THROUGHPUT_MIN_SHARE_OF_RAW:.0%}",
             _verdict(share >= THROUGHPUT_MIN_SHARE_OF_RAW),
+            key=share,
         )
 
 
@@ -227,6 +243,7 @@ def drain(benches: list[Bench], table: Table) -> None:
             f"{seconds / raw_s:.2f}x raw" if raw_s else "",
             f"< {DRAIN_MAX_S:g} s",
             _verdict(seconds < DRAIN_MAX_S),
+            key=seconds,
         )
 
 
@@ -246,6 +263,7 @@ def queries(benches: list[Bench], table: Table) -> None:
             "",
             f"< {QUERY_MAX_MS:g} ms",
             _verdict(ms < QUERY_MAX_MS),
+            key=ms,
         )
 
 
@@ -279,6 +297,7 @@ def cpu(benches: list[Bench], table: Table) -> None:
             f"{times:.2f}x raw",
             f"≤ {CPU_MAX_TIMES_RAW:g}x raw",
             _verdict(times <= CPU_MAX_TIMES_RAW),
+            key=times,
         )
 
 
@@ -300,6 +319,7 @@ def idle(benches: list[Bench], table: Table) -> None:
         "",
         f"< {IDLE_MAX_MS_PER_S:g} ms/s",
         _verdict(a - b < IDLE_MAX_MS_PER_S),
+        key=a - b,
     )
 
 
@@ -322,6 +342,7 @@ def durable(benches: list[Bench], table: Table) -> None:
             f"{p50 / r50:.2f}x (p99 {p99 / r99:.2f}x)",
             f"p50 ≤ {DURABLE_P50_MAX_TIMES_RAW:g}x",
             _verdict(p50 / r50 <= DURABLE_P50_MAX_TIMES_RAW),
+            key=p50 / r50,
         )
     for callers in ("async-64", "threads-16"):
         base = _find(benches, figure="durable-concurrency", callers=callers, mode="default")
@@ -339,6 +360,7 @@ def durable(benches: list[Bench], table: Table) -> None:
             f"{rate / base_rate:.2f} of default",
             f"≥ {DURABLE_MIN_SHARE_OF_DEFAULT:g}",
             _verdict(rate / base_rate >= DURABLE_MIN_SHARE_OF_DEFAULT),
+            key=rate / base_rate,
         )
 
 
@@ -360,6 +382,7 @@ def operations(benches: list[Bench], table: Table) -> None:
             f"{_median(bench) / _median(base):.2f}x",
             "bounded memory" if case.startswith("export") else "in SQL",
             "",
+            key=_median(bench) / _median(base),
         )
 
 
@@ -383,6 +406,13 @@ def _table(benches: list[Bench]) -> Table:
     return table
 
 
+def _runs(paths: list[str]) -> tuple[Table, dict[str, Any]]:
+    loaded = [_load(Path(p)) for p in paths]
+    data = dict(loaded[0][1]) if loaded else {}
+    data["runs"] = len(loaded)
+    return _median_run([_table(benches) for benches, _ in loaded]), data
+
+
 def _header(data: dict[str, Any]) -> str:
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
@@ -393,7 +423,7 @@ def _header(data: dict[str, Any]) -> str:
         f"Python {machine.get('python_version', '?')}, "
         f"{machine.get('cpu', {}).get('count', '?')} CPUs "
         f"({machine.get('cpu', {}).get('brand_raw', '?')})"
-        + (f", median of {runs} runs" if runs > 1 else "")
+        + (f", the median of {runs} runs per figure" if runs > 1 else "")
     )
 
 
@@ -429,14 +459,14 @@ def main(argv: list[str]) -> int:
             print(__doc__, file=sys.stderr)
             return 2
         split = args.index("--")
-        before, before_data = _merge([Path(a) for a in args[1:split]])
-        after, after_data = _merge([Path(a) for a in args[split + 1 :]])
+        before, before_data = _runs(args[1:split])
+        after, after_data = _runs(args[split + 1 :])
         print(f"before: {_header(before_data)}\n\nafter: {_header(after_data)}\n")
-        print(compare(_table(before), _table(after)))
+        print(compare(before, after))
         return 0
-    benches, data = _merge([Path(a) for a in args])
+    table, data = _runs(args)
     print(_header(data) + "\n")
-    print(_table(benches).render())
+    print(table.render())
     return 0
 
 
