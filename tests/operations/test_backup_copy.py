@@ -61,12 +61,17 @@ def test_a_backup_of_a_closed_trail_leaves_no_companion_files(tmp_path: Path) ->
     assert names(tmp_path) == ["copy.db", "trail.db"]
 
 
-def test_a_backup_leaves_companion_files_it_found_in_place(tmp_path: Path) -> None:
-    # another reader (here: one that is still open) made the -wal/-shm; not ours to remove
+@pytest.mark.parametrize("other_still_open", [True, False], ids=["open", "gone"])
+def test_a_backup_leaves_companion_files_it_found_in_place(
+    tmp_path: Path, other_still_open: bool
+) -> None:
+    # another reader made the -wal/-shm (and may still use them): not ours to remove
     db = tmp_path / "trail.db"
     trail(db)
     other = open_trail_readonly(db, known=SCHEMA_VERSION)
     try:
+        if not other_still_open:
+            other.close()
         assert names(tmp_path) == ["trail.db", "trail.db-shm", "trail.db-wal"]
         maintenance_sql.backup(db, tmp_path / "copy.db", SCHEMA_VERSION)
     finally:
