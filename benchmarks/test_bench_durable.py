@@ -159,10 +159,10 @@ def test_durable_call_latency(
             times.append(loop.run_until_complete(calls_one_by_one()))
 
     benchmark.pedantic(one_round, rounds=LATENCY_ROUNDS, iterations=1, warmup_rounds=0)
-    stats = svc.stats()
-    # a durable call has returned only once its entry was committed: nothing pending
-    assert stats.pending == 0, stats
-    assert stats.written == calls * len(times) + 1, stats  # + the warm-up row
+    # A durable call returns once its entry is committed: every row is on disk for
+    # another connection now, before any flush (+ the warm-up row).
+    on_disk = count_rows(svc.db_path)
+    assert on_disk >= calls * len(times) + 1, (on_disk, svc.stats())
     benchmark.extra_info.update(settings_info(svc))
     benchmark.extra_info.update(
         {
