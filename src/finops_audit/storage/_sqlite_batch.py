@@ -10,10 +10,14 @@ decide on and append an anchor.
 
 The store calls it directly on the writer's loop thread, which owns the
 connection (opened, prepared, written, anchored and closed there, never from
-another thread): no hop at all. Measured at 1,000 calls a second (CPU per
-call, caller and writer, minus the same loop without auditing): one hop into
-aiosqlite's thread per batch cost 46 µs (sync) and 38 µs (async) against 51
-and 53 µs with four hops; zero hops cost 36 and 35.5 µs. The price is that
+another thread): no hop at all. Measured on the 2-core machine (medians,
+each against a baseline in the same run), per batch of 52 rows with
+``benchmarks/writer_breakdown.py --batches``: four hops cost 1.6-1.8x the CPU
+of raw ``sqlite3`` writing the same rows, with 18.7 context switches a batch
+(raw: 4.6); one hop into aiosqlite's thread 1.40x and 6.8; this function
+called directly 1.2x and 4.8 (1.0x with the chain off). At 1,000 calls a
+second, caller and writer together: 55 / 51 µs a call (sync / async) with
+four hops, 44 / 40 with one, 37 / 31 with none. The price is that
 the writer's loop waits for the transaction (an fsync, about 0.2-2 ms; up to
 ``busy_timeout`` behind another process's write lock); nothing on that loop
 needs it sooner: callers hand off without it and flush waiters wait for that
