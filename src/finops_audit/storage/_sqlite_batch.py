@@ -21,7 +21,8 @@ four hops, 44 / 40 with one, 37 / 31 with none. The price is that
 the writer's loop waits for the transaction (an fsync, about 0.2-2 ms; up to
 ``busy_timeout`` behind another process's write lock); nothing on that loop
 needs it sooner: callers hand off without it and flush waiters wait for that
-very commit. Readers keep their aiosqlite connections.
+very commit; only a query run on the writer's loop waits for the batch in
+progress. Readers keep their aiosqlite connections.
 
 A batch has no ``await`` inside its transaction, so cancelling the writer's
 task cannot split one, and the fork gate (:mod:`finops_audit._forkgate`) the
