@@ -149,3 +149,22 @@ def test_a_column_added_but_never_filled_marks_every_old_row_pre_chain(db_path: 
     assert meta(db_path)["legacy_through"][0] == "4"
     report = verify(db_path)
     assert (report.ok, report.legacy_rows, report.rows_checked) == (True, 4, 6)
+
+
+def test_an_old_chained_trail_verifies_read_only_before_any_upgrade(db_path: Path) -> None:
+    old_trail(db_path, legacy=2, chained=3)
+    with AuditService(db_path, hmac_key=KEY, read_only=True) as reader:
+        report = reader.verify()
+    assert report == VerifyReport(ok=True, rows_checked=5, legacy_rows=2, keyed=True)
+    other_key = "another-key-of-enough-length-0123456789"
+    with AuditService(db_path, hmac_key=other_key, read_only=True) as reader:
+        assert not reader.verify().ok
+    conn = sqlite3.connect(db_path)
+    try:
+        # nothing was written by the readers: still no audit_meta, still version 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_meta'"
+        ).fetchone() == (0,)
+    finally:
+        conn.close()
