@@ -14,10 +14,12 @@ replaced file is reopened.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,39 @@ async def test_a_replaced_file_is_reopened_before_the_batch(tmp_path: Path) -> N
     finally:
         await store.close()
     assert [r[0] for r in _stored(db)] == [1], "the new file starts its own chain"
+
+
+@pytest.mark.asyncio
+async def test_a_purge_on_the_writers_loop_never_stalls_a_batch(tmp_path: Path) -> None:
+    """A batch waits for the write lock on the writer's own thread, blocking its loop:
+    so no other write transaction may need that loop to finish. A purge (retention,
+    ``svc.purge()``) runs on the same loop: its transactions must end without it."""
+    db = tmp_path / "audit.db"
+    store = SQLiteAuditStore(db, chainer=Chainer(), busy_timeout=1.0)
+    await store.open()
+    for start in range(0, 12_000, 2_000):
+        await store.write_batch([_row(i) for i in range(start, start + 2_000)])
+
+    async def keep_writing() -> int:
+        written = 0
+        while not purge.done():
+            await store.write_batch([_row(written)])  # raises "locked" if it stalled
+            written += 1
+            # a real writer pauses between batches (AUDIT_FLUSH_INTERVAL); back-to-back
+            # transactions would starve any other writer (SQLite's lock is not fair)
+            await asyncio.sleep(0.005)
+        return written
+
+    purge = asyncio.ensure_future(store.purge(datetime(2030, 1, 1, tzinfo=timezone.utc), Chainer()))
+    try:
+        written, report = await asyncio.gather(keep_writing(), purge)
+    finally:
+        await store.close()
+    assert report.rows_deleted >= 12_000
+    assert report.batches >= 3, "several purge transactions, writes between them"
+    assert written >= 1
+    verify = SQLiteAuditStore(db, read_only=True)
+    try:
+        assert (await verify.verify(Chainer())).ok
+    finally:
+        await verify.close()

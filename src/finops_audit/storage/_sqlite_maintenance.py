@@ -8,8 +8,10 @@ short transaction, so running writers wait milliseconds, not seconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -215,19 +217,39 @@ async def purge(
     after the cutoff, and never above ``max_id``: a buffer keeps what is not
     yet forwarded), and each batch leaves a signed checkpoint with the hash of
     its last row, so the remaining trail still verifies from there.
+
+    The whole purge runs in a worker thread, each of its transactions begun
+    and ended there: it often runs on the writer's loop, whose batches wait
+    for the write lock *on* that loop (``_sqlite_batch``), so a transaction
+    that needed the loop to reach its COMMIT would stall both for busy_timeout.
     """
-    conn = await aiosqlite.connect(path, isolation_level=None)  # pragma: no mutate
+    job = functools.partial(_purge, path, busy_ms, chainer, cutoff_text, batch, max_id)
     try:
-        await conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        done = asyncio.get_running_loop().run_in_executor(None, job)
+    except RuntimeError:  # the interpreter is exiting: no new threads; run it here
+        return job()
+    return await done
+
+
+def _purge(
+    path: Path,
+    busy_ms: int,
+    chainer: Chainer,
+    cutoff_text: str,
+    batch: int,
+    max_id: int | None,
+) -> PurgeReport:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
         # checkpoints are signed under the trail's own key scheme
-        chainer = chainer.for_scheme(await meta_sql.trail_scheme(conn))
-        (first_kept,) = await _one(
-            conn,
+        chainer = chainer.for_scheme(meta_sql.writing_scheme(conn))
+        (first_kept,) = conn.execute(
             "SELECT MIN(id) FROM audit_logs WHERE timestamp >= ?",  # pragma: no mutate
             (cutoff_text,),
-        )
+        ).fetchone()
         if first_kept is None:
-            (upto,) = await _one(conn, "SELECT MAX(id) FROM audit_logs", ())  # pragma: no mutate
+            (upto,) = conn.execute("SELECT MAX(id) FROM audit_logs").fetchone()  # pragma: no mutate
         else:
             upto = int(first_kept) - 1
         if max_id is not None and upto is not None:
@@ -235,51 +257,46 @@ async def purge(
         deleted = batches = 0
         through: int | None = None
         while upto is not None:
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                hi, count = await _one(
-                    conn,
+                hi, count = conn.execute(
                     "SELECT MAX(id), COUNT(*) FROM "
                     "(SELECT id FROM audit_logs WHERE id <= ? ORDER BY id LIMIT ?)",
                     (upto, batch),
-                )
+                ).fetchone()
                 if not count:
-                    await conn.rollback()
+                    conn.execute("ROLLBACK")
                     break
-                (last_hash,) = await _one(
-                    conn, "SELECT row_hash FROM audit_logs WHERE id = ?", (hi,)
-                )
-                await conn.execute("DELETE FROM audit_logs WHERE id <= ?", (hi,))
+                (last_hash,) = conn.execute(
+                    "SELECT row_hash FROM audit_logs WHERE id = ?", (hi,)
+                ).fetchone()
+                conn.execute("DELETE FROM audit_logs WHERE id <= ?", (hi,))
                 created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
                 last_hash = last_hash or GENESIS
                 signature = chainer.checkpoint_signature(int(hi), last_hash, int(count), created)
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO audit_checkpoints (created_at, through_id, last_hash, "
                     "rows_purged, signature) VALUES (?, ?, ?, ?, ?)",
                     (created, hi, last_hash, count, signature),
                 )
-                await conn.commit()
+                conn.execute("COMMIT")
             except BaseException:
-                await conn.rollback()
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             deleted += int(count)
             batches += 1
             through = int(hi)
-            await asyncio.sleep(0.005)  # let writers in between batches
+            time.sleep(0.005)  # let writers in between batches
         return PurgeReport(rows_deleted=deleted, through_id=through, batches=batches)
     finally:
-        await conn.close()
+        conn.close()
 
 
 def _first_missing(checkpoints: dict[int, Any], first_present: int) -> int:
     """The first id that should be there: after the last checkpoint below it, else 1."""
     below = [through for through in checkpoints if through < first_present]
     return max(below) + 1 if below else 1
-
-
-async def _one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Any:
-    rows = await conn.execute_fetchall(sql, params)
-    return next(iter(rows))
 
 
 def backup(path: Path, dest: Path, known: int, busy_ms: int = 5000) -> BackupReport:

@@ -37,7 +37,6 @@ __all__ = [
     "meta_table_exists",
     "prior_shape",
     "read_meta",
-    "trail_scheme",
     "write_first_meta",
     "writing_scheme",
 ]
@@ -65,9 +64,9 @@ class PriorShape:
     had_row_hash: bool
 
 
-# The writer's side (prior_shape, write_first_meta, writing_scheme) runs on its
-# plain sqlite3 connection, inside the preparing transaction; readers and purge
-# use the aiosqlite functions below.
+# The writer's side (prior_shape, write_first_meta, writing_scheme) runs on a
+# plain sqlite3 connection (the writer's, inside its preparing transaction, or
+# a purge's); verify reads through aiosqlite (meta_table_exists, read_meta).
 _HAS_META = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_meta'"
 _SCHEME = "SELECT value FROM audit_meta WHERE key = 'scheme'"
 
@@ -137,19 +136,11 @@ def write_first_meta(
 
 
 def writing_scheme(conn: sqlite3.Connection) -> int:
-    """:func:`trail_scheme` on the writer's own connection."""
+    """The key scheme the trail's meta names, for extending it (unchecked: verify checks)."""
     if conn.execute(_HAS_META).fetchone() is None:
         return CURRENT_SCHEME
     row = conn.execute(_SCHEME).fetchone()
     return 2 if row is not None and row[0] == "2" else 1
-
-
-async def trail_scheme(conn: aiosqlite.Connection) -> int:
-    """The scheme the trail's meta names (unchecked: the writer's choice, verify checks)."""
-    if not await meta_table_exists(conn):
-        return CURRENT_SCHEME
-    rows = list(await conn.execute_fetchall(_SCHEME))
-    return 2 if rows and rows[0][0] == "2" else 1
 
 
 async def read_meta(conn: aiosqlite.Connection, chainer: Chainer) -> TrailMeta:
