@@ -81,7 +81,7 @@ async def meta_table_exists(conn: aiosqlite.Connection) -> bool:
 
 
 async def _user_version(conn: aiosqlite.Connection) -> int:
-    rows = await conn.execute_fetchall("PRAGMA user_version")
+    rows = await conn.execute_fetchall("PRAGMA user_version")  # pragma: no mutate
     return int(next(iter(rows))[0])
 
 
