@@ -92,6 +92,7 @@ class DrainMixin(WriterState):
             if not self._room.is_set():
                 self._room.set()
             if entries:
+                self._active = True
                 started = time.perf_counter()
                 self._write_started = time.monotonic()
                 try:

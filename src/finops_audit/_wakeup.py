@@ -2,8 +2,10 @@
 
 The writer sleeps on a future of its own loop. Three kinds of sleep:
 
-* **idle** (nothing queued, no gap row owed): no timer at all, so an idle
-  service uses no CPU. The first entry into the empty queue wakes it, with
+* **idle** (nothing queued, no gap row owed, and nothing arrived during one
+  window after the last write): no timer at all, so an idle service uses no
+  CPU, while a steady moderate rate keeps one timer wake a window and no
+  caller ever pays a wake-up. The first entry into the empty queue wakes it, with
   one ``call_soon_threadsafe`` per idle-to-busy transition. The lost-wake
   race is closed by order: the writer publishes ``_idle`` *then* re-checks the
   queue; a producer appends *then* reads ``_idle``. Under the GIL one of the
@@ -94,6 +96,15 @@ class WakeupMixin(WriterState):
             if self._queue or self._gap is not None:
                 await self._wait(waiter, self._interval)
                 return
+            if self._active:
+                # The writer just wrote: at a steady moderate rate more entries
+                # are on their way. One more window on the timer (no caller has
+                # to wake us) before going idle; an idle service stops after it.
+                self._active = False
+                await self._wait(waiter, self._interval)
+                if self._queue or self._gap is not None:
+                    return
+                continue
             self._idle = True
             if self._queue or self._gap is not None or self._urgent():
                 self._idle = False  # an entry arrived before the flag was seen

@@ -108,6 +108,7 @@ class AuditWriter(HandoffMixin, WakeupMixin, DrainMixin, FaultsMixin):
         self._stopping = False
         self._wake_sent = False
         self._idle = False
+        self._active = False  # wrote since the last idle sleep (one window's linger)
         self._iterations = 0  # writer wake-ups (tests check an idle writer has none)
         self._inflight = 0
         self._written = 0

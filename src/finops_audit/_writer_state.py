@@ -69,6 +69,7 @@ class WriterState:
     _closed: bool
     _wake_sent: bool
     _idle: bool
+    _active: bool
     _iterations: int
     _flush_requests: int
     _last_group: int
