@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _trails
 from ._decrypting import DecryptingReader
@@ -31,6 +31,9 @@ from .exceptions import AuditClosedError, AuditTimeoutError
 from .forwarding._forwarder import Forwarder
 from .storage._loop import LoopThread
 from .storage.base import AuditReader
+
+if TYPE_CHECKING:
+    from .storage.postgres import PostgresAuditStore
 
 __all__ = ["Ask", "StoreAccess"]
 
@@ -47,7 +50,7 @@ class StoreAccess:
         self,
         settings: AuditSettings,
         trail: _trails.Trail,
-        central: Any,
+        central: PostgresAuditStore | None,
         opener: FieldOpener,
         read_only: bool,
     ) -> None:
