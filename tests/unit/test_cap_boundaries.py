@@ -344,3 +344,12 @@ def test_an_error_cut_by_the_caller_and_again_by_the_writer_reports_the_original
     assert at_writer.startswith("boom no such key; ")
     assert at_writer.endswith(f"… [truncated, {len(raised)} bytes]")
     assert at_writer.count("truncated") == 1
+
+
+def test_a_string_of_the_small_size_is_never_cut_one_byte_more_is() -> None:
+    """96 encoded bytes (94 characters and the quotes) stay whole next to a cut value."""
+    _, got = cut({"note": "n" * 94, "big": "b" * 10_000}, 200)
+    assert got["note"] == "n" * 94
+    assert got["big"][TRUNCATED_KEY] is True
+    _, got = cut({"note": "n" * 95, "big": "b" * 10_000}, 200)
+    assert got["note"][TRUNCATED_KEY] is True
