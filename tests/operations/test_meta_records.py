@@ -116,3 +116,13 @@ def test_a_writer_finding_audit_meta_gone_says_so_and_never_re_signs_it(
     ) in _warnings(caplog)
     # the table is back (empty, from the schema), its signed records are not
     assert verify(db_path) == failed(MISSING)
+
+
+def test_reopening_a_healthy_trail_warns_of_nothing(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_trail(db_path, rows=2, hmac_key=KEY)
+    caplog.set_level(logging.WARNING, logger="finops_audit")
+    make_trail(db_path, rows=2, hmac_key=KEY)
+    assert not [m for m in _warnings(caplog) if "audit_meta" in m or "hash chain" in m]
+    assert verify(db_path).rows_checked == 4

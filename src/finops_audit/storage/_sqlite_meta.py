@@ -72,7 +72,7 @@ _SCHEME = "SELECT value FROM audit_meta WHERE key = 'scheme'"
 
 
 def prior_shape(conn: sqlite3.Connection) -> PriorShape:
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_logs)")}
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_logs)")}  # pragma: no mutate
     return PriorShape(conn.execute(_HAS_META).fetchone() is not None, "row_hash" in columns)
 
 
