@@ -414,6 +414,17 @@ class AuditSettings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _durable_waits(self) -> AuditSettings:
+        # In durable mode block_timeout is how long a call waits for its commit:
+        # zero would make every call return (or fail closed) unconfirmed.
+        if self.durability == "commit" and self.block_timeout == 0:
+            raise ValueError(
+                "AUDIT_BLOCK_TIMEOUT / block_timeout must be above 0 with "
+                "AUDIT_DURABILITY=commit: it is how long a call waits for its commit"
+            )
+        return self
+
     # Secrets stay out of repr(), str(), model_dump() and logs: hmac_key and
     # db_url are SecretStr; the OTLP headers (an Authorization or API key
     # header, typically) keep their names and lose their values.

@@ -431,3 +431,12 @@ def test_bad_durability_settings_are_refused_naming_the_variable(
 def test_bad_durability_argument_is_refused(db_path: Path) -> None:
     with pytest.raises(AuditConfigError, match="durability"):
         AuditService(db_path=db_path, durability="yes")
+
+
+def test_durable_mode_needs_a_block_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUDIT_DURABILITY", "commit")
+    monkeypatch.setenv("AUDIT_BLOCK_TIMEOUT", "0")
+    with pytest.raises(AuditConfigError, match=r"AUDIT_BLOCK_TIMEOUT.*AUDIT_DURABILITY=commit"):
+        load_settings()
+    monkeypatch.setenv("AUDIT_DURABILITY", "off")
+    assert load_settings().block_timeout == 0  # still fine without durability
