@@ -12,12 +12,13 @@ The store calls it directly on the writer's loop thread, which owns the
 connection (opened, prepared, written, anchored and closed there, never from
 another thread): no hop at all. Measured on the 2-core machine (medians,
 each against a baseline in the same run), per batch of 52 rows with
-``benchmarks/writer_breakdown.py --batches``: four hops cost 1.6-1.8x the CPU
-of raw ``sqlite3`` writing the same rows, with 18.7 context switches a batch
-(raw: 4.6); one hop into aiosqlite's thread 1.40x and 6.8; this function
-called directly 1.2x and 4.8 (1.0x with the chain off). At 1,000 calls a
-second, caller and writer together: 55 / 51 µs a call (sync / async) with
-four hops, 44 / 40 with one, 37 / 31 with none. The price is that
+``benchmarks/writer_breakdown.py --batches``: four hops cost 1.68x the CPU
+of raw ``sqlite3`` writing the same rows, with 18.3 context switches a batch
+(raw: 4.8); one hop into aiosqlite's thread 1.48x and 6.9; this function
+called directly 1.25x and 4.7 (1.05x with the chain off). At 1,000 calls a
+second, caller and writer together: 56 / 53 µs a call (sync / async) with
+four hops, 45 / 49 with one, 44 / 40 with none; extra context switches a
+second 413 / 351, 137 / 162, 55 / 55. The price is that
 the writer's loop waits for the transaction (an fsync, about 0.2-2 ms; up to
 ``busy_timeout`` behind another process's write lock); nothing on that loop
 needs it sooner: callers hand off without it and flush waiters wait for that
