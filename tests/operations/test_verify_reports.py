@@ -124,3 +124,29 @@ def test_a_checkpoint_claiming_a_chain_before_pre_chain_rows_is_caught(db_path: 
     report = verify(db_path, None)
     assert (report.ok, report.first_bad_id, report.checkpoint_through_id) == (False, 3, 2)
     assert report.problem == "row 3 has no hash inside the chain (its hash was removed)"
+
+
+def test_a_failing_first_chained_row_names_the_key_as_a_possible_cause(db_path: Path) -> None:
+    # the first chained row failing is also what a wrong key looks like
+    make_trail(db_path, hmac_key=KEY)
+    execute(db_path, "UPDATE audit_logs SET tool_name = 'harmless' WHERE id = 1")
+    assert verify(db_path) == VerifyReport(
+        ok=False,
+        rows_checked=0,
+        first_bad_id=1,
+        keyed=True,
+        problem="row 1 does not match its hash: it was modified, inserted or moved "
+        "(or the key is wrong: check AUDIT_HMAC_KEY)",
+    )
+
+
+def test_the_first_chained_row_after_pre_chain_rows_names_the_key_too(db_path: Path) -> None:
+    _seed(db_path)
+    make_trail(db_path, rows=2, hmac_key=KEY)
+    execute(db_path, "UPDATE audit_logs SET tool_name = 'harmless' WHERE id = 6")
+    report = verify(db_path)
+    assert (report.first_bad_id, report.rows_checked, report.legacy_rows) == (6, 5, 5)
+    assert report.problem == (
+        "row 6 does not match its hash: it was modified, inserted or moved "
+        "(or the key is wrong: check AUDIT_HMAC_KEY)"
+    )
