@@ -19,7 +19,7 @@ from ._faults import is_data_error, sanitize
 from ._forkgate import gate
 from ._salvage import format_rows
 from ._writer_state import WriterState
-from ._writer_types import DurableMarker, Entry, FlushMarker
+from ._writer_types import DurableMarker, Entry, FlushMarker, settle
 from .storage.base import Row
 
 __all__ = ["RETENTION_INTERVAL", "DrainMixin"]
@@ -209,9 +209,7 @@ class DrainMixin(WriterState):
 
 
 def _release(durable: list[DurableMarker], committed: bool) -> None:
-    """Resolve the durable waiters of one batch: all committed, or all told not."""
-    for waiter in durable:
-        if not committed:
-            waiter.fail("could not be committed")
-        elif not waiter.future.done():
-            waiter.future.set_result(None)
+    """Resolve the durable waiters of one batch: all committed, or all told not
+    (one ``call_soon_threadsafe`` per callers' loop, see :func:`settle`)."""
+    if durable:
+        settle(durable, None if committed else "the audit entry could not be committed")

@@ -26,7 +26,6 @@ These functions are chosen at decoration time; the default path never sees them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import sys
 import time
@@ -106,31 +105,45 @@ def commit(writer: AuditWriter, entry: Entry, tool_error: BaseException | None =
     marker = DurableMarker(entry)
     writer.submit_durable(marker)
     timeout = writer._settings.block_timeout
-    try:
-        marker.future.result(timeout)
-    except concurrent.futures.TimeoutError:
+    if not marker.wait(timeout):
         _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
-    except Exception as exc:  # dropped, or given up on at close
-        _unconfirmed(writer, str(exc), tool_error)
+    elif marker.error is not None:  # dropped, or given up on at close
+        _unconfirmed(writer, marker.error, tool_error)
 
 
 async def commit_async(
     writer: AuditWriter, entry: Entry, tool_error: BaseException | None = None
 ) -> None:
-    """:func:`commit` for async tools: waits without blocking the event loop."""
-    marker = DurableMarker(entry)
+    """:func:`commit` for async tools: waits without blocking the event loop.
+
+    The marker's future belongs to this loop; the writer settles it (``True``)
+    and a timer ``False``. A cancelled caller cancels only that future: its
+    entry stays queued and is written.
+    """
+    marker = DurableMarker(entry, asyncio.get_running_loop())
     if not writer.try_submit_durable(marker):
         await writer.asubmit_wait(marker)
         writer._wake_for_durable()
     timeout = writer._settings.block_timeout
     future = marker.future
-    if not future.done():
-        # Never cancel the wrapper: a cancelled caller leaves its entry queued.
-        await asyncio.wait((asyncio.wrap_future(future),), timeout=timeout)
-    if not future.done():
+    assert future is not None
+    if future.done():
+        settled = future.result()
+    else:
+        timer = future.get_loop().call_later(timeout, _time_out, future)
+        try:
+            settled = await future
+        finally:
+            timer.cancel()
+    if not settled:
         _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
-    elif future.exception() is not None:
-        _unconfirmed(writer, str(future.exception()), tool_error)
+    elif marker.error is not None:
+        _unconfirmed(writer, marker.error, tool_error)
+
+
+def _time_out(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
 
 def _unconfirmed(writer: AuditWriter, why: str, tool_error: BaseException | None) -> None:

@@ -115,7 +115,14 @@ class HandoffMixin(WriterState):
         return False
 
     def _wake_for_durable(self) -> None:
-        if not self._wake_sent:
+        """Wake the writer, unless it is gathering a group this arrival does not complete.
+
+        While the writer waits for the rest of a group (``_wakeup._gather_delay``)
+        each wake would cost a thread switch against the busy callers (and the
+        GIL): only the arrival that completes the group wakes it; a group that
+        stays smaller is committed when its short gathering timer fires.
+        """
+        if not self._wake_sent and self._flush_requests >= self._gather_target:
             self._wake()
 
     def _room_verdict(self, deadline: float) -> str:

@@ -89,8 +89,15 @@ class WakeupMixin(WriterState):
                     if gather_until is None:
                         gather_until = now + delay
                     if now < gather_until:
-                        await self._wait(waiter, gather_until - now)
-                        continue  # each durable arrival wakes us to count again
+                        # Only the arrival that completes the group wakes us.
+                        self._gather_target = self._last_group
+                        if self._flush_requests < self._gather_target:
+                            try:
+                                await self._wait(waiter, gather_until - now)
+                            finally:
+                                self._gather_target = 0
+                            continue  # count again
+                        self._gather_target = 0
                 self._waiter = None
                 return
             if self._queue or self._gap is not None:

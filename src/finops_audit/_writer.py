@@ -135,6 +135,7 @@ class AuditWriter(HandoffMixin, WakeupMixin, DrainMixin, FaultsMixin):
         self._flush_requests = 0
         self._last_group = 0  # durable waiters of the last commit (group commit, _wakeup)
         self._last_commit = 0.0
+        self._gather_target = 0  # while gathering a group: the arrival that wakes the writer
         self._stall_after = max(0.25, 4 * self._interval)
         self._pid = os.getpid()
 

@@ -74,6 +74,7 @@ class WriterState:
     _flush_requests: int
     _last_group: int
     _last_commit: float
+    _gather_target: int
     _inflight: int
     _pid: int
 
