@@ -120,6 +120,115 @@ def test_concurrent_durable_calls_are_committed_when_they_return_and_share_commi
     assert count(db_path) == total + 1
 
 
+def test_async_callers_on_several_loops_all_return_committed(db_path: Path) -> None:
+    """A batch's async waiters are woken with one callback per loop: callers on
+    four loops (four threads) sharing batches each get their own answer."""
+    loops, tasks, calls = 4, 8, 10
+    missing: list[str] = []
+    failures: list[BaseException] = []
+    with AuditService(db_path=db_path, durability="commit", fail_closed=True) as svc:
+
+        @audit_tool(service=svc)
+        async def a_tool(key: str) -> str:
+            return key
+
+        async def task_caller(conn: sqlite3.Connection, lp: int, t: int) -> None:
+            for n in range(calls):
+                key = f"l{lp}-{t}-{n}"
+                assert await a_tool(key=key) == key  # fail-closed: raises if unconfirmed
+                if not _has(conn, "a_tool", key):
+                    missing.append(key)
+
+        async def one_loop(lp: int) -> None:
+            with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as conn:
+                await asyncio.gather(*(task_caller(conn, lp, t) for t in range(tasks)))
+
+        def run_loop(lp: int) -> None:
+            try:
+                asyncio.run(one_loop(lp))
+            except BaseException as exc:  # pragma: no cover - fails the test below
+                failures.append(exc)
+
+        a_tool_ready = asyncio.run(a_tool(key="warm-up"))
+        assert a_tool_ready == "warm-up"
+        workers = [threading.Thread(target=run_loop, args=(lp,)) for lp in range(loops)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert failures == []
+        assert missing == []
+        assert svc.stats().durable_timeouts == 0
+    assert count(db_path) == loops * tasks * calls + 1
+
+
+def test_a_cancelled_async_caller_leaves_its_entry_queued_and_written(db_path: Path) -> None:
+    svc = AuditService(db_path=db_path, durability="commit", busy_timeout=0.02, block_timeout=30)
+
+    @audit_tool(service=svc)
+    async def a_tool(key: str) -> str:
+        return key
+
+    with svc:
+        assert asyncio.run(a_tool(key="warm-up")) == "warm-up"  # the file exists
+        lock = WriteLock(db_path)
+
+        async def main() -> None:
+            waiting = asyncio.create_task(a_tool(key="cancelled"))
+            for _ in range(2000):  # bounded poll: the entry is queued, the caller waits
+                await asyncio.sleep(0.005)
+                if svc.stats().pending >= 1:
+                    break
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+
+        with lock:
+            asyncio.run(main())
+        svc.flush(timeout=30)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            assert _has(conn, "a_tool", "cancelled")
+        # The writer and a new loop's callers are unaffected.
+        assert asyncio.run(a_tool(key="after")) == "after"
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            assert _has(conn, "a_tool", "after")
+        assert svc.stats().durable_timeouts == 0
+
+
+def test_a_lone_caller_after_a_group_is_not_held_for_the_group(db_path: Path) -> None:
+    """The writer waits for a group as large as the last only until a short timer:
+    a caller alone after a crowd of 16 still returns committed, well within
+    block_timeout (fail-closed would raise otherwise), sync and async alike."""
+    with AuditService(
+        db_path=db_path, durability="commit", fail_closed=True, block_timeout=5
+    ) as svc:
+
+        @audit_tool_sync(service=svc)
+        def s_tool(key: str) -> str:
+            return key
+
+        @audit_tool(service=svc)
+        async def a_tool(key: str) -> str:
+            return key
+
+        for rnd in range(3):
+            crowd = [
+                threading.Thread(target=s_tool, kwargs={"key": f"crowd-{rnd}-{t}"})
+                for t in range(16)
+            ]
+            for w in crowd:
+                w.start()
+            for w in crowd:
+                w.join(timeout=60)
+            assert s_tool(key=f"alone-{rnd}") == f"alone-{rnd}"
+            assert asyncio.run(a_tool(key=f"async-alone-{rnd}")) == f"async-alone-{rnd}"
+            with contextlib.closing(sqlite3.connect(db_path)) as conn:
+                assert _has(conn, "s_tool", f"alone-{rnd}")
+                assert _has(conn, "a_tool", f"async-alone-{rnd}")
+        assert svc.stats().durable_timeouts == 0
+
+
 DURABLE_CHILD = """
 import asyncio, sys, threading
 from finops_audit import audit_tool, audit_tool_sync
