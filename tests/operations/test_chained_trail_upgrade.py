@@ -168,3 +168,13 @@ def test_an_old_chained_trail_verifies_read_only_before_any_upgrade(db_path: Pat
         ).fetchone() == (0,)
     finally:
         conn.close()
+
+
+def test_a_hash_removed_inside_an_old_chain_is_caught_read_only(db_path: Path) -> None:
+    # before any upgrade there is no signed marker: the chain itself must hold
+    old_trail(db_path, legacy=2, chained=4)
+    execute(db_path, "UPDATE audit_logs SET row_hash = NULL WHERE id = 4")
+    with AuditService(db_path, hmac_key=KEY, read_only=True) as reader:
+        report = reader.verify()
+    assert (report.ok, report.first_bad_id) == (False, 4)
+    assert report.problem == "row 4 has no hash inside the chain (its hash was removed)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from finops_audit import AuditService
 from finops_audit._chain import GENESIS, Chainer
 from finops_audit.maintenance import VerifyReport
 from finops_audit.storage import _sqlite_maintenance as maintenance_sql
@@ -150,3 +151,65 @@ def test_the_first_chained_row_after_pre_chain_rows_names_the_key_too(db_path: P
         "row 6 does not match its hash: it was modified, inserted or moved "
         "(or the key is wrong: check AUDIT_HMAC_KEY)"
     )
+
+
+def test_deleting_the_only_row_is_caught(db_path: Path) -> None:
+    make_trail(db_path, rows=1, hmac_key=KEY)
+    execute(db_path, "DELETE FROM audit_logs")
+    assert verify(db_path) == VerifyReport(
+        ok=False,
+        rows_checked=0,
+        first_bad_id=1,
+        keyed=True,
+        problem="rows 1..1 were deleted from the end of the trail",
+    )
+
+
+def test_deleting_every_row_is_caught_by_the_sequence(db_path: Path) -> None:
+    make_trail(db_path, hmac_key=KEY)
+    execute(db_path, "DELETE FROM audit_logs")
+    report = verify(db_path)
+    assert (report.ok, report.first_bad_id) == (False, 1)
+    assert report.problem == "rows 1..10 were deleted from the end of the trail"
+
+
+def test_rows_deleted_from_the_end_after_a_purge_are_reported_with_the_purge(
+    db_path: Path,
+) -> None:
+    make_trail(db_path, hmac_key=KEY)
+    purge_through(db_path, 4, batch=4)
+    execute(db_path, "DELETE FROM audit_logs WHERE id >= 9")
+    assert verify(db_path) == VerifyReport(
+        ok=False,
+        rows_checked=4,
+        first_bad_id=9,
+        checkpoint_through_id=4,
+        keyed=True,
+        problem="rows 9..10 were deleted from the end of the trail",
+    )
+
+
+def test_an_anchor_broken_after_a_purge_is_reported_with_the_purge(
+    db_path: Path, tmp_path: Path
+) -> None:
+    anchors = tmp_path / "anchors.jsonl"
+    make_trail(db_path, hmac_key=KEY, anchor_path=anchors)
+    purge_through(db_path, 4, batch=4)
+    execute(
+        db_path,
+        "DELETE FROM audit_logs WHERE id > 7",
+        "UPDATE sqlite_sequence SET seq = 7 WHERE name = 'audit_logs'",
+    )
+    with AuditService(db_path, hmac_key=KEY) as service:
+        report = service.verify(anchors=anchors)
+    assert (report.ok, report.first_bad_id, report.checkpoint_through_id) == (False, 8, 4)
+    assert (report.rows_checked, report.keyed) == (3, True)
+
+
+def test_a_trail_longer_than_one_read_is_verified_to_its_end(db_path: Path) -> None:
+    rows = 5_000 + 40  # the walk reads 5,000 rows at a time
+    make_trail(db_path, rows=rows, hmac_key=KEY)
+    assert verify(db_path) == VerifyReport(ok=True, rows_checked=rows, keyed=True)
+    execute(db_path, "UPDATE audit_logs SET tool_name = 'harmless' WHERE id = 5020")
+    report = verify(db_path)
+    assert (report.ok, report.first_bad_id, report.rows_checked) == (False, 5020, 5019)
