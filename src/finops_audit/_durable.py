@@ -4,10 +4,12 @@ For those who must not lose one entry: the default hand-off returns at once
 and a SIGKILL loses what was not yet written (``max_unwritten_seconds`` of
 it). Here the decorated call queues its entry with a :class:`DurableMarker`,
 wakes the writer at once and waits for the commit: a sync tool in its own
-thread (a ``concurrent.futures.Future``), an async tool without blocking its
-loop (the same future, wrapped). Every waiter queued when the writer starts a
-batch shares its one transaction and its one fsync (group commit), so the cost
-per call is about one commit's latency, not one commit per call.
+thread (on a locked ``threading.Lock`` the writer releases), an async tool
+without blocking its loop (on a future of that loop, which the writer settles
+with one ``call_soon_threadsafe`` per loop per batch). Every waiter queued
+when the writer starts a batch shares its one transaction and its one fsync
+(group commit), so the cost per call is about one commit's latency, not one
+commit per call.
 
 If the entry is not committed within ``block_timeout`` (a dead or locked
 database), or was dropped, the policy decides:

@@ -17,7 +17,7 @@ Admission (``queue_size`` is the hard bound, what can be held in memory):
   ``queue_size`` buffers instead; ``block_timeout`` decides when a blocked
   caller's entry is dropped (counted, and marked by a gap row).
 
-A refused durable entry (:class:`DurableMarker`) has its future failed at
+A refused durable entry (:class:`DurableMarker`) is settled as failed at
 once, so its caller does not wait for a commit that will never come.
 """
 
