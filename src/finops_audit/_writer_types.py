@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,6 +141,16 @@ class DurableMarker:
 
 #: Makes a sync marker's "settled?" check and its release one step.
 _settling = threading.Lock()
+
+
+def _new_settling_lock() -> None:
+    """In a forked child: the thread that held the lock at the fork is gone."""
+    global _settling
+    _settling = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_settling_lock)
 
 
 def settle(markers: list[DurableMarker], error: str | None) -> None:

@@ -229,6 +229,42 @@ def test_a_lone_caller_after_a_group_is_not_held_for_the_group(db_path: Path) ->
         assert svc.stats().durable_timeouts == 0
 
 
+FORK_CHILD = """
+import os, sys
+from finops_audit import AuditService, audit_tool_sync
+from finops_audit import _writer_types
+
+held = _writer_types._settling
+held.acquire()  # as if a writer thread were settling its waiters at the fork
+pid = os.fork()
+if pid == 0:
+    code = 0
+    try:
+        svc = AuditService(db_path=sys.argv[1], durability="commit", fail_closed=True,
+                           block_timeout=10)
+        s_tool = audit_tool_sync(service=svc)(lambda key: key)
+        if s_tool(key="child") != "child":
+            code = 3
+        svc.close(timeout=30)
+    except BaseException as exc:
+        print(f"child: {exc!r}", file=sys.stderr)
+        code = 2
+    os._exit(code)
+held.release()
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_fork_while_waiters_are_settled_leaves_the_child_able_to_commit(
+    tmp_path: Path,
+) -> None:
+    script = write_script(tmp_path, FORK_CHILD)
+    code, out, err = finish(spawn(script, child_env(), str(tmp_path / "child.db")))
+    assert code == 0, err
+    assert out.strip() == "0", err
+    assert count(tmp_path / "child.db") == 1
+
+
 DURABLE_CHILD = """
 import asyncio, sys, threading
 from finops_audit import audit_tool, audit_tool_sync
