@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._deadlines import deadlines_for
 from ._faults import WARN_INTERVAL
 from ._writer_types import DurableMarker, Entry
 from .exceptions import AuditQueueFullError, AuditUnavailableError
@@ -119,8 +120,9 @@ async def commit_async(
     """:func:`commit` for async tools: waits without blocking the event loop.
 
     The marker's future belongs to this loop; the writer settles it (``True``)
-    and a timer ``False``. A cancelled caller cancels only that future: its
-    entry stays queued and is written.
+    and the loop's shared deadline timer (:mod:`finops_audit._deadlines`)
+    ``False``. A cancelled caller cancels only that future: its entry stays
+    queued and is written.
     """
     marker = DurableMarker(entry, asyncio.get_running_loop())
     if not writer.try_submit_durable(marker):
@@ -132,11 +134,20 @@ async def commit_async(
     if future.done():
         settled = future.result()
     else:
-        timer = future.get_loop().call_later(timeout, _time_out, future)
-        try:
-            settled = await future
-        finally:
-            timer.cancel()
+        loop = future.get_loop()
+        deadlines = deadlines_for(loop, timeout)
+        if deadlines is None:
+            timer = loop.call_later(timeout, _time_out, future)
+            try:
+                settled = await future
+            finally:
+                timer.cancel()
+        else:
+            deadlines.add(loop, future)  # one timer for all of this loop's waiters
+            try:
+                settled = await future
+            finally:
+                deadlines.prune()
     if not settled:
         _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
     elif marker.error is not None:

@@ -229,6 +229,63 @@ def test_a_lone_caller_after_a_group_is_not_held_for_the_group(db_path: Path) ->
         assert svc.stats().durable_timeouts == 0
 
 
+def test_async_waiters_time_out_together_and_each_later_one_on_its_own_deadline(
+    db_path: Path,
+) -> None:
+    """One shared timer per loop times out every durable waiter still pending at
+    its block_timeout: a crowd at once, then a later caller on its own deadline,
+    all under the default policy (the call returns, counted)."""
+    svc = AuditService(db_path=db_path, durability="commit", busy_timeout=0.02, block_timeout=0.3)
+
+    @audit_tool(service=svc)
+    async def a_tool(key: str) -> str:
+        return key
+
+    async def main() -> list[str]:
+        first = await asyncio.gather(*(a_tool(key=f"crowd-{n}") for n in range(20)))
+        later = await a_tool(key="later")
+        return [*first, later]
+
+    with svc:
+        assert asyncio.run(a_tool(key="warm-up")) == "warm-up"
+        with WriteLock(db_path):
+            keys = asyncio.run(main())
+            assert keys == [*(f"crowd-{n}" for n in range(20)), "later"]
+            assert svc.stats().durable_timeouts == 21
+        svc.flush(timeout=30)
+    assert count(db_path) == 22  # the timed-out entries were written once the lock went
+
+
+def test_the_shared_deadline_timer_settles_only_the_overdue_and_then_stops() -> None:
+    from finops_audit._deadlines import deadlines_for
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = deadlines_for(loop, 0.05)
+        assert deadlines is not None
+        assert deadlines_for(loop, 0.05) is deadlines
+        settled: asyncio.Future[bool] = loop.create_future()
+        overdue: asyncio.Future[bool] = loop.create_future()
+        deadlines.add(loop, settled)
+        deadlines.add(loop, overdue)
+        settled.set_result(True)  # the writer got there first
+        assert await overdue is False
+        assert settled.result() is True
+        deadlines.prune()
+        assert deadlines._handle is None  # no timer left
+        assert not deadlines._pending
+        # A later waiter re-arms it; one that returns in time leaves nothing behind.
+        prompt: asyncio.Future[bool] = loop.create_future()
+        deadlines.add(loop, prompt)
+        loop.call_soon(prompt.set_result, True)
+        assert await prompt is True
+        deadlines.prune()
+        assert deadlines._handle is None
+        assert not deadlines._pending
+
+    asyncio.run(main())
+
+
 FORK_CHILD = """
 import os, sys
 from finops_audit import AuditService, audit_tool_sync

@@ -23,6 +23,7 @@ WRITER_MODULES = (
     "_faults",
     "_lifecycle",
     "_durable",
+    "_deadlines",
 )
 
 EXIT_CHILD = """
