@@ -116,3 +116,16 @@ def test_a_backup_without_patience_names_the_lock(tmp_path: Path) -> None:
         writer.execute("COMMIT")
     assert str(caught.value) == f"cannot read audit database {db}: database is locked"
     assert names(tmp_path) == ["seed.db"]
+
+
+def test_a_file_where_the_backup_folder_must_be_is_named_as_such(tmp_path: Path) -> None:
+    """The folder, not the destination, is what is in the way: say so."""
+    blocker = tmp_path / "backups"
+    blocker.write_text("not a folder")
+    with AuditService(db_path=tmp_path / "trail.db") as svc:
+        with pytest.raises(AuditStorageError) as caught:
+            svc.backup(blocker / "copy.db")
+    message = str(caught.value)
+    assert "already exists" not in message
+    assert f"cannot create the backup folder {blocker}" in message
+    assert blocker.read_text() == "not a folder"

@@ -313,6 +313,10 @@ def backup(path: Path, dest: Path, known: int, busy_ms: int = 5000) -> BackupRep
     had_companions = companions_exist(path)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError too: a file where a folder must be
+        reason = exc.strerror or exc
+        raise AuditStorageError(f"cannot create the backup folder {dest.parent}: {reason}") from exc
+    try:
         with atomic_path(dest, overwrite=False) as tmp:
             src = open_trail_readonly(path, known=known, busy_ms=busy_ms)
             try:
