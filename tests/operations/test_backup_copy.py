@@ -122,10 +122,12 @@ def test_a_file_where_the_backup_folder_must_be_is_named_as_such(tmp_path: Path)
     """The folder, not the destination, is what is in the way: say so."""
     blocker = tmp_path / "backups"
     blocker.write_text("not a folder")
-    with AuditService(db_path=tmp_path / "trail.db") as svc:
-        with pytest.raises(AuditStorageError) as caught:
-            svc.backup(blocker / "copy.db")
+    with (
+        AuditService(db_path=tmp_path / "trail.db") as svc,
+        pytest.raises(AuditStorageError) as caught,
+    ):
+        svc.backup(blocker / "copy.db")
     message = str(caught.value)
     assert "already exists" not in message
-    assert f"cannot create the backup folder {blocker}" in message
+    assert message == f"cannot write backup {blocker / 'copy.db'}: {blocker} is not a folder"
     assert blocker.read_text() == "not a folder"

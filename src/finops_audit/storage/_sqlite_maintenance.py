@@ -311,11 +311,13 @@ def backup(path: Path, dest: Path, known: int, busy_ms: int = 5000) -> BackupRep
     if os.path.lexists(dest):
         raise AuditStorageError(f"backup destination {dest} already exists")
     had_companions = companions_exist(path)
+    folder = dest.parent
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # FileExistsError too: a file where a folder must be
-        reason = exc.strerror or exc
-        raise AuditStorageError(f"cannot create the backup folder {dest.parent}: {reason}") from exc
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file (not DEST) stands where a folder must be
+        raise AuditStorageError(f"cannot write backup {dest}: {folder} is not a folder") from None
+    except OSError as exc:
+        raise AuditStorageError(f"cannot write backup {dest}: {exc.strerror or exc}") from exc
     try:
         with atomic_path(dest, overwrite=False) as tmp:
             src = open_trail_readonly(path, known=known, busy_ms=busy_ms)
