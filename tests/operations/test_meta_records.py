@@ -111,8 +111,8 @@ def test_a_writer_finding_audit_meta_gone_says_so_and_never_re_signs_it(
     caplog.set_level(logging.WARNING, logger="finops_audit")
     make_trail(db_path, rows=1, hmac_key=KEY)
     assert (
-        f"audit database {db_path} has lost its audit_meta table (it was removed); it is not "
-        "re-created, and `finops-audit verify` reports the trail as tampered"
+        f"audit database {db_path} has lost its audit_meta table (it was removed); its signed "
+        "records are never re-created, and `finops-audit verify` reports the trail as tampered"
     ) in _warnings(caplog)
     # the table is back (empty, from the schema), its signed records are not
     assert verify(db_path) == failed(MISSING)

@@ -103,8 +103,9 @@ def write_first_meta(
         return
     if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= _META_ALWAYS_FROM:
         logger.warning(
-            "audit database %s has lost its audit_meta table (it was removed); it is not "
-            "re-created, and `finops-audit verify` reports the trail as tampered",
+            "audit database %s has lost its audit_meta table (it was removed); its signed "
+            "records are never re-created, and `finops-audit verify` reports the trail as "
+            "tampered",
             path,
         )
         return
