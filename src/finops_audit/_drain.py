@@ -102,6 +102,9 @@ class DrainMixin(WriterState):
                     raise
                 finally:
                     self._write_started = None
+                # Settled before the waiters run: a caller that reads stats()
+                # right after its durable call returns sees its entry written.
+                self._inflight = 0
                 _release(durable, committed)
                 if durable:
                     # The next group is expected about as large (decaying, so a

@@ -642,3 +642,33 @@ def test_durable_mode_needs_a_block_timeout(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings()
     monkeypatch.setenv("AUDIT_DURABILITY", "off")
     assert load_settings().block_timeout == 0  # still fine without durability
+
+
+def test_stats_right_after_a_durable_call_show_it_written_not_pending(db_path: Path) -> None:
+    """A caller that reads stats() the moment its durable call returns sees it written."""
+    with AuditService(db_path=db_path, durability="commit") as svc:
+
+        @audit_tool_sync(service=svc)
+        def sync_tool(n: int) -> int:
+            return n
+
+        @audit_tool(service=svc)
+        async def async_tool(n: int) -> int:
+            return n
+
+        async def calls() -> list[tuple[int, int, int]]:
+            seen = []
+            for n in range(20):
+                await async_tool(n=n)
+                stats = svc.stats()
+                seen.append((stats.accepted, stats.written, stats.pending))
+            return seen
+
+        for accepted, written, pending in asyncio.run(calls()):
+            assert pending == 0
+            assert accepted == written
+        for n in range(20):
+            sync_tool(n=n)
+            stats = svc.stats()
+            assert (stats.pending, stats.accepted) == (0, stats.written)
+        assert svc.stats().written == 40
