@@ -3,7 +3,7 @@
 Every writer of the process is known here, so that
 
 * at interpreter exit every running writer drains before threads are joined
-  (aiosqlite's connection thread is not a daemon, and Python 3.12 cannot start
+  (aiosqlite's reader threads are not daemons, and Python 3.12 cannot start
   threads in ``atexit``), and then the exit hooks run in the order they were
   registered: whoever needs a last word after the writers drained (the
   forwarders deliver what they can) registers it with :func:`on_exit`; the
@@ -115,7 +115,7 @@ def _after_fork_in_child() -> None:
 
 _register = getattr(threading, "_register_atexit", None)
 if _register is not None:
-    # Runs before non-daemon threads (aiosqlite's) are joined, when starting
+    # Runs before non-daemon threads (aiosqlite's readers) are joined, when starting
     # threads is still allowed on every supported Python.
     _register(_close_all_at_exit)
 else:  # pragma: no cover - every CPython 3.10-3.13 has it

@@ -360,7 +360,7 @@ class AuditWriter(HandoffMixin, WakeupMixin, DrainMixin, FaultsMixin):
             finally:
                 try:
                     async with gate.held():
-                        await self._store.close()  # always: aiosqlite's thread blocks exit
+                        await self._store.close()  # always: aiosqlite reader threads block exit
                 except Exception:
                     logger.debug("closing the audit store", exc_info=True)
 
