@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +239,32 @@ async def test_a_call_cancelled_while_waiting_for_room_is_not_lost_silently(
     stats = svc.stats()
     # 1 + 20 accepted calls, and the cancelled one: on disk or at least counted.
     assert stats.written + stats.dropped == 22, stats
+
+
+def test_the_gap_row_says_how_many_were_dropped_when_and_why(make_small, db_path: Path) -> None:
+    """An auditor reading only the trail learns the count, the time span and the reason."""
+    svc = make_small("drop")
+    tag, _ = _tool(svc)
+    with WriteLock(db_path):
+        for i in range(40):  # a queue of 10 (and a batch in flight): the rest are dropped
+            tag(i)
+        first_drops = svc.stats().dropped
+        assert first_drops >= 1
+        stamp = time.time_ns()
+        while time.time_ns() == stamp:  # the next drop gets a later clock reading
+            pass
+        tag(99)  # dropped too, later
+    svc.close()
+    [gap] = [r for r in disk_rows(db_path) if r["tool_name"] == GAP]
+    dropped = svc.stats().dropped
+    assert dropped == first_drops + 1
+    params = gap["parameters"]
+    assert params["dropped"] == dropped
+    assert params["reason"] == "the queue is full (policy drop)"
+    assert params["first_dropped_at"] < params["last_dropped_at"]
+    assert gap["status"] == "FAILURE"
+    assert gap["error_message"] == (
+        f"AuditGap: {dropped} audit entries were dropped between "
+        f"{params['first_dropped_at']} and {params['last_dropped_at']} "
+        "because the queue is full (policy drop)"
+    )
