@@ -43,6 +43,8 @@ def test_locked_database_then_recovery(tmp_path: Path) -> None:
             wait_until(lambda: svc.stats().last_error is not None)
             during = svc.stats()
             assert "locked" in (during.last_error or "")
+            # what failed, by its exception type, then the database's own words
+            assert during.last_error == "OperationalError: database is locked"
             assert during.failed_writes >= 1
             assert during.dropped == 0
         svc.flush()
