@@ -57,7 +57,12 @@ def _default_writer() -> AuditWriter:
 
 def _prepare(
     fn: Callable[..., Any], name: str | None, service: AuditService | None
-) -> tuple[bool, str, Callable[[], AuditWriter], int]:
+) -> tuple[bool, str, Callable[[], AuditWriter], int, bool]:
+    """Everything a decorator decides once, from one reading of the settings.
+
+    The last value is durable mode (``AUDIT_DURABILITY=commit``): decided here,
+    so the default per-call path never asks.
+    """
     settings = service.settings if service is not None else load_settings()
     if settings.logging_enabled and settings.handle_signals:
         _signals.install(flush_all)  # decoration usually happens on the main thread
@@ -73,13 +78,8 @@ def _prepare(
 
     else:
         get_writer = _default_writer
-    return settings.logging_enabled, tool_name, get_writer, settings.max_param_bytes
-
-
-def _durable(service: AuditService | None) -> bool:
-    """Durable mode (``AUDIT_DURABILITY=commit``), decided once: the default path never asks."""
-    settings = service.settings if service is not None else load_settings()
-    return settings.durability == "commit"
+    durable = settings.durability == "commit"
+    return settings.logging_enabled, tool_name, get_writer, settings.max_param_bytes, durable
 
 
 def _audit_failed(exc: BaseException) -> None:
@@ -133,7 +133,7 @@ def _audit_async(
             f"@audit_tool needs an `async def` function, but {fn!r} is not one; "
             "use @audit_tool_sync for a plain `def` tool"
         )
-    enabled, tool_name, get_writer, max_bytes = _prepare(fn, name, service)
+    enabled, tool_name, get_writer, max_bytes, durable = _prepare(fn, name, service)
     if not enabled:
         return fn
     snapshot = make_param_snapshot(fn, max_bytes)
@@ -162,7 +162,7 @@ def _audit_async(
             _audit_failed(exc)
             return None
 
-    if _durable(service):  # returns something with the same asubmit_wait(entry)
+    if durable:  # returns something with the same asubmit_wait(entry)
         offer = durable_offer(get_writer, _audit_failed)  # type: ignore[assignment]
 
     @functools.wraps(fn)
@@ -236,7 +236,7 @@ def _audit_sync(
         )
     if not callable(fn):
         raise TypeError(f"@audit_tool_sync needs a function, not {fn!r}")
-    enabled, tool_name, get_writer, max_bytes = _prepare(fn, name, service)
+    enabled, tool_name, get_writer, max_bytes, durable = _prepare(fn, name, service)
     if not enabled:
         return fn
     snapshot = make_param_snapshot(fn, max_bytes)
@@ -260,7 +260,7 @@ def _audit_sync(
         except Exception as exc:
             _audit_failed(exc)
 
-    if _durable(service):  # same signature; mypy will not rebind a def
+    if durable:  # same signature; mypy will not rebind a def
         hand_off = durable_hand_off(get_writer, _audit_failed)  # type: ignore[assignment]
 
     @functools.wraps(fn)
