@@ -108,10 +108,7 @@ def commit(writer: AuditWriter, entry: Entry, tool_error: BaseException | None =
     marker = DurableMarker(entry)
     writer.submit_durable(marker)
     timeout = writer._settings.block_timeout
-    if not marker.wait(timeout):
-        _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
-    elif marker.error is not None:  # dropped, or given up on at close
-        _unconfirmed(writer, marker.error, tool_error)
+    _confirm(writer, marker, marker.wait(timeout), timeout, tool_error)
 
 
 async def commit_async(
@@ -148,9 +145,20 @@ async def commit_async(
                 settled = await future
             finally:
                 deadlines.prune()
+    _confirm(writer, marker, settled, timeout, tool_error)
+
+
+def _confirm(
+    writer: AuditWriter,
+    marker: DurableMarker,
+    settled: bool,
+    timeout: float,
+    tool_error: BaseException | None,
+) -> None:
+    """After the wait: nothing to do if committed, else the policy decides."""
     if not settled:
         _unconfirmed(writer, f"it was not committed within block_timeout ({timeout}s)", tool_error)
-    elif marker.error is not None:
+    elif marker.error is not None:  # dropped, or given up on at close
         _unconfirmed(writer, marker.error, tool_error)
 
 
